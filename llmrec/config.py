@@ -1,0 +1,116 @@
+"""One pydantic configuration tree for the whole pipeline.
+
+Loaded from a YAML profile (`local` or `cluster`, shipped in llmrec/configs, or any file), then
+overridden from the environment (`LLMREC__ENCODER__DEVICE=cpu`) and from the CLI (`--set
+encoder.device=cpu`), in that order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "LLMREC__"
+PROFILES_DIR = Path(__file__).parent / "configs"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncoderConfig(_Section):
+    model: str = Field("all-MiniLM-L6-v2", description="Model spec: packaged name, local path or hub id.")
+    device: str = Field("auto", description="'auto' picks cuda, then mps, then cpu.")
+    batch_size: int = Field(64, ge=1)
+    max_seq_length: int = Field(128, ge=16, description="Tokens per text; MiniLM was trained on 128.")
+
+
+class IndexConfig(_Section):
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    exact_below: int = Field(50_000, ge=0, description="With kind=auto, scenes smaller than this get an exact index.")
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_search: int = Field(128, ge=1)
+    ivf_nlist: int = Field(1024, ge=1)
+    ivf_nprobe: int = Field(32, ge=1)
+    use_gpu: bool = Field(False, description="Move exact/IVF indexes to GPU where faiss reports GPUs.")
+    overfetch: int = Field(4, ge=1, description="Search this many times k before filtering, doubling until k survive.")
+
+
+class RouterConfig(_Section):
+    default_scene: str | None = Field(None, description="Scene for requests with no text and no history.")
+
+
+class RerankConfig(_Section):
+    candidates: int = Field(200, ge=1, description="Candidates per retrieval source before reranking.")
+    semantic_weight: float = Field(1.0, ge=0)
+    collaborative_weight: float = Field(1.0, ge=0)
+    popularity_weight: float = Field(0.15, ge=0)
+    mmr_lambda: float = Field(0.85, ge=0, le=1, description="1.0 ranks by score alone; lower trades score for diversity.")
+    ease_lambda: float = Field(500.0, gt=0, description="L2 regularisation of the EASE item-item model.")
+    ease_max_items: int = Field(20_000, ge=1, description="Scenes with more interacted items use co-occurrence instead of EASE.")
+    positive_rating: float = Field(4.0, description="Ratings at or above this count as a like.")
+
+
+class StoreConfig(_Section):
+    url: str | None = Field(None, description="Database URL; default: SQLite under LLMREC_HOME/state.")
+
+
+class PipelineConfig(_Section):
+    """Everything a Recommender needs to start."""
+
+    catalog: str = Field("demo", description="Prepared catalog name (under LLMREC_HOME/data) or a directory.")
+    default_k: int = Field(10, ge=1)
+    max_k: int = Field(100, ge=1)
+    encoder: EncoderConfig = EncoderConfig()
+    index: IndexConfig = IndexConfig()
+    router: RouterConfig = RouterConfig()
+    rerank: RerankConfig = RerankConfig()
+    store: StoreConfig = StoreConfig()
+
+
+def llmrec_home() -> Path:
+    """Where prepared data, converted models, indexes and state live (LLMREC_HOME)."""
+    return Path(os.environ.get("LLMREC_HOME", Path.home() / ".cache" / "llmrec")).expanduser()
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.lower().split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def _parse_override(raw: str) -> tuple[str, Any]:
+    if "=" not in raw:
+        raise ValueError(f"override {raw!r} must look like section.key=value")
+    key, value = raw.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def load_config(
+    source: str | Path | None = "local",
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> PipelineConfig:
+    """Build a config from a profile name or YAML path, then env (LLMREC__A__B=v), then `a.b=v` overrides."""
+    tree: dict[str, Any] = {}
+    if source is not None:
+        path = Path(source)
+        if not path.suffix:
+            path = PROFILES_DIR / f"{source}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"config {source!r} not found: give a YAML file or one of {known}")
+        tree = yaml.safe_load(path.read_text()) or {}
+    env = os.environ if environ is None else environ
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX):
+            _set_path(tree, name[len(ENV_PREFIX):].replace("__", "."), yaml.safe_load(value))
+    for raw in overrides or []:
+        _set_path(tree, *_parse_override(raw))
+    return PipelineConfig.model_validate(tree)

@@ -1,0 +1,32 @@
+"""Errors a caller can act on. Each message says what was wrong and what is accepted."""
+
+
+class LLMRecError(Exception):
+    """Base class for every error llmrec raises on purpose."""
+
+
+class RequestError(LLMRecError, ValueError):
+    """The request cannot be answered as given (maps to HTTP 4xx)."""
+
+
+class NotFoundError(RequestError, KeyError):
+    """A named thing (item, user, scene) does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AssetError(LLMRecError, RuntimeError):
+    """A model or data set is missing or corrupt; the message names the command that provides it."""
+
+
+def describe_validation_error(error: Exception) -> str:
+    """A pydantic ValidationError as one line per field: 'k: Input should be greater than or equal to 1'."""
+    details = getattr(error, "errors", None)
+    if details is None:
+        return str(error)
+    lines = []
+    for detail in details():
+        where = ".".join(str(part) for part in detail.get("loc", ())) or "request"
+        lines.append(f"{where}: {detail.get('msg', 'invalid')}")
+    return "; ".join(lines)

@@ -1,0 +1,183 @@
+"""One FAISS index per scene, addressed by item id.
+
+Exact (flat) for small catalogs, HNSW or IVF by configuration. Items can be upserted and removed
+by id at any time (item cold start needs no rebuild). Searches over-fetch and double until k
+items pass the filter. FAISS is imported lazily; a GPU replica is used only where faiss reports
+GPUs, and the CPU index stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrec.config import IndexConfig
+
+log = logging.getLogger(__name__)
+INDEX_FORMAT_VERSION = 1
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+class VectorIndex:
+    """Inner-product search over unit vectors, keyed by string item ids."""
+
+    def __init__(self, dim: int, config: IndexConfig | None = None, expected_size: int = 0) -> None:
+        self.dim = dim
+        self.config = config or IndexConfig()
+        self.kind = self._choose_kind(expected_size)
+        self._index: Any = None  # built on the first upsert (IVF needs training vectors)
+        self._gpu_index: Any = None
+        self._ids: dict[int, str] = {}  # FAISS id → item id, live items only
+        self._keys: dict[str, int] = {}  # item id → FAISS id
+        self._next_key = 0
+        self.device = "cpu"
+
+    def _choose_kind(self, expected_size: int) -> str:
+        if self.config.kind != "auto":
+            return self.config.kind
+        return "flat" if expected_size < self.config.exact_below else "hnsw"
+
+    def _build(self, training: np.ndarray) -> Any:
+        faiss = _faiss()
+        if self.kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efSearch = self.config.hnsw_ef_search
+        elif self.kind == "ivf":
+            nlist = max(1, min(self.config.ivf_nlist, len(training) // 39))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            inner = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            inner.train(training)
+            inner.nprobe = min(self.config.ivf_nprobe, nlist)
+            inner.set_direct_map_type(faiss.DirectMap.Hashtable)  # ids are ours: remove and reconstruct by id
+            return inner
+        else:
+            inner = faiss.IndexFlatIP(self.dim)
+        return faiss.IndexIDMap2(inner)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._keys
+
+    @property
+    def item_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def upsert(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Add items, replacing the vectors of ids already present."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(item_ids), self.dim)
+        if len(set(item_ids)) != len(item_ids):
+            raise ValueError("upsert got the same item id twice in one batch")
+        if self._index is None:
+            self._index = self._build(vectors)
+        self.remove([i for i in item_ids if i in self._keys])
+        keys = np.arange(self._next_key, self._next_key + len(item_ids), dtype=np.int64)
+        self._next_key += len(item_ids)
+        self._index.add_with_ids(vectors, keys)
+        for key, item_id in zip(keys.tolist(), item_ids):
+            self._ids[key] = item_id
+            self._keys[item_id] = key
+        self._gpu_index = None
+
+    def remove(self, item_ids: Sequence[str]) -> int:
+        """Remove items by id; unknown ids are ignored. Returns how many were removed."""
+        keys = [self._keys.pop(i) for i in item_ids if i in self._keys]
+        for key in keys:
+            del self._ids[key]
+        if keys and self.kind != "hnsw":  # HNSW cannot delete: its dead ids are dropped at search time
+            self._index.remove_ids(np.asarray(keys, dtype=np.int64))
+        self._gpu_index = None
+        return len(keys)
+
+    def vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of known items, in the given order."""
+        keys = np.asarray([self._keys[i] for i in item_ids], dtype=np.int64)
+        if len(keys) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._index.reconstruct_batch(keys)
+
+    def _searcher(self) -> Any:
+        if not self.config.use_gpu or self.kind == "hnsw":
+            return self._index
+        faiss = _faiss()
+        if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
+            return self._index
+        if self._gpu_index is None:
+            self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
+            self.device = "gpu"
+        return self._gpu_index
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        allow: Callable[[str], bool] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Top-k (item id, score) for one query vector, best first, keeping only ids `allow` accepts."""
+        if self._index is None or not self._ids or k <= 0:
+            return []
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        total = self._index.ntotal
+        fetch = min(total, k * self.config.overfetch)
+        while True:
+            scores, keys = self._searcher().search(query, fetch)
+            hits: list[tuple[str, float]] = []
+            for key, score in zip(keys[0].tolist(), scores[0].tolist()):
+                item_id = self._ids.get(key)
+                if item_id is not None and (allow is None or allow(item_id)):
+                    hits.append((item_id, float(score)))
+                    if len(hits) == k:
+                        return hits
+            if fetch >= total:
+                return hits
+            fetch = min(total, fetch * 2)
+
+    def save(self, directory: Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Write index, id map and metadata; a reader checks the version and encoder before use."""
+        directory.mkdir(parents=True, exist_ok=True)
+        _faiss().write_index(self._index if self._index is not None else self._build(np.zeros((0, self.dim), np.float32)), str(directory / "index.faiss"))
+        keys = sorted(self._ids)
+        (directory / "ids.json").write_text(json.dumps({"keys": keys, "item_ids": [self._ids[k] for k in keys], "next_key": self._next_key}))
+        meta = {
+            "format_version": INDEX_FORMAT_VERSION,
+            "kind": self.kind,
+            "dim": self.dim,
+            "count": len(self),
+            "written_at": datetime.now(timezone.utc).isoformat(),
+            **(metadata or {}),
+        }
+        (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path, config: IndexConfig | None = None) -> VectorIndex:
+        meta = read_index_meta(directory)
+        index = cls(meta["dim"], config)
+        index.kind = meta["kind"]
+        index._index = _faiss().read_index(str(directory / "index.faiss"))
+        ids = json.loads((directory / "ids.json").read_text())
+        index._ids = dict(zip(ids["keys"], ids["item_ids"]))
+        index._keys = {item_id: key for key, item_id in index._ids.items()}
+        index._next_key = ids["next_key"]
+        if index.kind == "hnsw":
+            _faiss().downcast_index(index._index.index).hnsw.efSearch = index.config.hnsw_ef_search
+        return index
+
+
+def read_index_meta(directory: Path) -> dict[str, Any]:
+    meta = json.loads((directory / "meta.json").read_text())
+    if meta.get("format_version") != INDEX_FORMAT_VERSION:
+        raise ValueError(f"{directory} holds index format {meta.get('format_version')}, expected {INDEX_FORMAT_VERSION}")
+    return meta

@@ -1,0 +1,69 @@
+"""Deterministic cold-start splits: the same seed gives the same split on every machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class ColdItemSplit:
+    """Cold items have no interaction in `train`; their interactions are the cold validation/test sets."""
+
+    train: pd.DataFrame
+    warm_valid: pd.DataFrame
+    warm_test: pd.DataFrame
+    cold_valid: pd.DataFrame
+    cold_test: pd.DataFrame
+    cold_valid_items: list[str]
+    cold_test_items: list[str]
+
+
+@dataclass
+class ColdUserSplit:
+    """Cold users have no interaction in `train`; `cold` holds theirs in time order."""
+
+    train: pd.DataFrame
+    cold: pd.DataFrame
+    cold_users: list[str]
+
+
+def _pick(ids: pd.Series, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    unique = np.sort(ids.unique().astype(str))
+    return rng.choice(unique, size=int(round(len(unique) * fraction)), replace=False)
+
+
+def cold_item_split(interactions: pd.DataFrame, cold_fraction: float = 0.2, seed: int = 42) -> ColdItemSplit:
+    """`cold_fraction` of the interacted items become cold (split 50/50 into validation and test items);
+    the warm interactions are split 80/10/10 at random."""
+    rng = np.random.default_rng(seed)
+    cold = _pick(interactions["item_id"], cold_fraction, rng)
+    half = len(cold) // 2
+    valid_items, test_items = sorted(cold[:half].tolist()), sorted(cold[half:].tolist())
+    is_cold = interactions["item_id"].isin(cold)
+    warm = interactions[~is_cold].sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    n_train, n_valid = int(len(warm) * 0.8), int(len(warm) * 0.1)
+    return ColdItemSplit(
+        train=warm.iloc[:n_train].reset_index(drop=True),
+        warm_valid=warm.iloc[n_train : n_train + n_valid].reset_index(drop=True),
+        warm_test=warm.iloc[n_train + n_valid :].reset_index(drop=True),
+        cold_valid=interactions[interactions["item_id"].isin(valid_items)].reset_index(drop=True),
+        cold_test=interactions[interactions["item_id"].isin(test_items)].reset_index(drop=True),
+        cold_valid_items=valid_items,
+        cold_test_items=test_items,
+    )
+
+
+def cold_user_split(interactions: pd.DataFrame, cold_fraction: float = 0.2, seed: int = 42) -> ColdUserSplit:
+    """`cold_fraction` of the users are held out whole; theirs come back sorted by (user, time)."""
+    rng = np.random.default_rng(seed)
+    cold = _pick(interactions["user_id"], cold_fraction, rng)
+    is_cold = interactions["user_id"].isin(cold)
+    held = interactions[is_cold].sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    return ColdUserSplit(
+        train=interactions[~is_cold].reset_index(drop=True),
+        cold=held.reset_index(drop=True),
+        cold_users=sorted(cold.tolist()),
+    )

@@ -1,0 +1,150 @@
+"""Durable writes: items and events go to a database first, as an append-only change log.
+
+Each change gets a monotonically increasing sequence number, so any process (a CLI call, every
+Serve replica) can catch up with `item_changes(after)` / `events(after)` and reach the same state.
+Item changes carry their embedding, so replaying them needs no encoder pass. SQLite (WAL,
+synchronous=FULL) is the embedded default: a change is on disk before it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrec.config import llmrec_home
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS item_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+    scene TEXT, title TEXT, text TEXT, attributes TEXT, created_at INTEGER,
+    encoder TEXT, embedding BLOB,
+    written_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value REAL,
+    timestamp INTEGER NOT NULL,
+    written_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class ItemChange:
+    seq: int
+    item_id: str
+    op: str
+    scene: str = ""
+    title: str = ""
+    text: str = ""
+    attributes: dict[str, Any] | None = None
+    created_at: int = 0
+    encoder: str = ""
+    embedding: np.ndarray | None = None
+
+
+@dataclass
+class EventRecord:
+    user_id: str
+    item_id: str
+    kind: str
+    value: float | None
+    timestamp: int
+    seq: int = 0
+
+
+def default_store_path(catalog_name: str) -> Path:
+    return llmrec_home() / "state" / f"{catalog_name}.sqlite"
+
+
+class Store:
+    """The change log of one catalog's writes. Thread-safe; one connection per Store."""
+
+    def __init__(self, path: Path | str) -> None:
+        path = Path(str(path).removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, rows: list[tuple]) -> int:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, rows)
+                seq = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(seq)
+
+    def upsert_items(self, changes: Iterable[ItemChange]) -> int:
+        """Append item upserts (with embeddings); returns the last sequence number written."""
+        now = time.time()
+        rows = [
+            (
+                c.item_id, "upsert", c.scene, c.title, c.text, json.dumps(c.attributes or {}, ensure_ascii=False),
+                c.created_at, c.encoder, np.asarray(c.embedding, dtype=np.float32).tobytes(), now,
+            )
+            for c in changes
+        ]
+        return self._write(
+            "INSERT INTO item_log (item_id, op, scene, title, text, attributes, created_at, encoder, embedding, written_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def delete_items(self, item_ids: Iterable[str]) -> int:
+        now = time.time()
+        return self._write("INSERT INTO item_log (item_id, op, written_at) VALUES (?, 'delete', ?)", [(i, now) for i in item_ids])
+
+    def add_events(self, events: Iterable[EventRecord]) -> int:
+        now = time.time()
+        rows = [(e.user_id, e.item_id, e.kind, e.value, e.timestamp, now) for e in events]
+        return self._write(
+            "INSERT INTO event_log (user_id, item_id, kind, value, timestamp, written_at) VALUES (?, ?, ?, ?, ?, ?)", rows
+        )
+
+    def item_changes(self, after: int = 0) -> list[ItemChange]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, item_id, op, scene, title, text, attributes, created_at, encoder, embedding"
+                " FROM item_log WHERE seq > ? ORDER BY seq",
+                (after,),
+            ).fetchall()
+        return [
+            ItemChange(
+                seq=r[0], item_id=r[1], op=r[2], scene=r[3] or "", title=r[4] or "", text=r[5] or "",
+                attributes=json.loads(r[6]) if r[6] else None, created_at=r[7] or 0, encoder=r[8] or "",
+                embedding=np.frombuffer(r[9], dtype=np.float32) if r[9] else None,
+            )
+            for r in rows
+        ]
+
+    def events(self, after: int = 0) -> list[EventRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, user_id, item_id, kind, value, timestamp FROM event_log WHERE seq > ? ORDER BY seq", (after,)
+            ).fetchall()
+        return [EventRecord(seq=r[0], user_id=r[1], item_id=r[2], kind=r[3], value=r[4], timestamp=r[5]) for r in rows]

@@ -1,0 +1,70 @@
+"""How items and users become text for the language models.
+
+The encoder only sees what is written here, so this is where cold start happens: a new item is
+its title, attributes and description; a new user is a request, a profile and a few liked items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+MAX_ITEM_CHARS = 1200
+MAX_USER_CHARS = 1500
+
+# Attribute order per scene: the most telling first (the encoder truncates long inputs).
+ATTRIBUTE_ORDER: dict[str, list[str]] = {
+    "movie": ["year", "genres", "director", "actors"],
+    "music": ["artist", "genres", "year", "peak_position"],
+    "grocery": ["category", "brand", "review_sentiment"],
+    "books": ["authors", "year", "shelves", "publisher"],
+    "news": ["category", "subcategory", "entities"],
+}
+# Bookkeeping attributes that say nothing about the item's content.
+HIDDEN_ATTRIBUTES = {"source", "title_source", "entity_id", "no_metadata"}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _label(key: str) -> str:
+    return key.replace("_", " ").capitalize()
+
+
+def render_item(
+    scene: str,
+    title: str,
+    attributes: Mapping[str, Any],
+    text: str = "",
+    facts: Iterable[tuple[str, str]] = (),
+) -> str:
+    """One line of text per item: scene, title, ordered attributes, facts, then the description."""
+    order = ATTRIBUTE_ORDER.get(scene, [])
+    keys = [k for k in order if k in attributes] + sorted(k for k in attributes if k not in order)
+    parts = [f"{scene.capitalize()}: {title}."]
+    parts += [f"{_label(k)}: {_value(attributes[k])}." for k in keys if k not in HIDDEN_ATTRIBUTES]
+    parts += [f"{_label(relation)}: {obj}." for relation, obj in facts]
+    if text:
+        parts.append(text.strip())
+    return " ".join(parts)[:MAX_ITEM_CHARS]
+
+
+def render_user(
+    query: str | None = None,
+    liked_titles: Sequence[str] = (),
+    profile: Mapping[str, Any] | None = None,
+) -> str:
+    """A user as text: the request first (it is what they want now), then taste, then who they are."""
+    parts = []
+    if query:
+        parts.append(query.strip())
+    if liked_titles:
+        parts.append("Liked: " + "; ".join(liked_titles) + ".")
+    if profile:
+        parts.append("About me: " + ", ".join(f"{_label(k).lower()} {_value(v)}" for k, v in profile.items()) + ".")
+    return " ".join(parts)[:MAX_USER_CHARS]
