@@ -147,6 +147,15 @@ def cmd_scenes(args: argparse.Namespace) -> None:
     _emit(args, scenes, "\n".join(f"{s['scene']}: {s['items']:,} items{'' if s['interactive'] else ' (no interactions: cold scene)'}" for s in scenes))
 
 
+def cmd_bench_encoder(args: argparse.Namespace) -> None:
+    from llmrec import bench
+
+    texts = bench.read_texts(args.texts) if args.texts else bench.catalog_texts(_config(args).catalog)
+    texts = texts[: args.limit] if args.limit else texts
+    result = bench.encoder_benchmark(texts, args.model or _config(args).encoder.model, args.devices.split(","), args.dtypes.split(","), args.batch_size, args.repeats)
+    _emit(args, result, bench.format_table(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="local", help="profile name (local, cluster) or YAML file")
@@ -205,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="click", choices=["click", "view", "like", "dislike", "purchase", "rating"])
     p.add_argument("--value", type=float)
     p.set_defaults(func=cmd_events_add)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
+    p = bench.add_parser("encoder", parents=[common], help="encoder throughput and exact retrieval per device and dtype")
+    p.add_argument("--texts", type=Path, help="one text per line (default: the catalog's rendered items)")
+    p.add_argument("--model", help="model spec (default: the config's encoder)")
+    p.add_argument("--devices", default="cpu", help="comma-separated, e.g. cpu,cuda")
+    p.add_argument("--dtypes", default="float32", help="comma-separated: float32,float16,bfloat16")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--limit", type=int, help="use only the first N texts")
+    p.set_defaults(func=cmd_bench_encoder)
 
     p = commands.add_parser("scenes", parents=[common], help="list the catalog's scenes")
     p.set_defaults(func=cmd_scenes)

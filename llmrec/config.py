@@ -26,6 +26,7 @@ class EncoderConfig(_Section):
     model: str = Field("all-MiniLM-L6-v2", description="Model spec: packaged name, local path or hub id.")
     device: str = Field("auto", description="'auto' picks cuda, then mps, then cpu.")
     batch_size: int = Field(64, ge=1)
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="float16 halves GPU time and memory.")
     max_seq_length: int = Field(128, ge=16, description="Tokens per text; MiniLM was trained on 128.")
 
 

@@ -32,9 +32,13 @@ class Encoder:
         self.config = config or EncoderConfig()
         self.device = pick_device(self.config.device)
         self.model_id = self.config.model
+        import torch
+
         self.model = SentenceTransformer(resolve_model(self.config.model), device=self.device)
+        self.model.to(getattr(torch, self.config.dtype))
         self.model.max_seq_length = min(self.config.max_seq_length, self.model.max_seq_length or 512)
-        self.dim = int(self.model.get_embedding_dimension())
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dimension())
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Encode texts into a float32 array of shape (len(texts), dim), rows of unit length."""

@@ -147,7 +147,8 @@ class VectorIndex:
     def save(self, directory: Path, metadata: dict[str, Any] | None = None) -> Path:
         """Write index, id map and metadata; a reader checks the version and encoder before use."""
         directory.mkdir(parents=True, exist_ok=True)
-        _faiss().write_index(self._index if self._index is not None else self._build(np.zeros((0, self.dim), np.float32)), str(directory / "index.faiss"))
+        if self._index is not None:  # an index that never held an item has nothing to write (IVF is untrained)
+            _faiss().write_index(self._index, str(directory / "index.faiss"))
         keys = sorted(self._ids)
         (directory / "ids.json").write_text(json.dumps({"keys": keys, "item_ids": [self._ids[k] for k in keys], "next_key": self._next_key}))
         meta = {
@@ -166,12 +167,13 @@ class VectorIndex:
         meta = read_index_meta(directory)
         index = cls(meta["dim"], config)
         index.kind = meta["kind"]
-        index._index = _faiss().read_index(str(directory / "index.faiss"))
+        if (directory / "index.faiss").is_file():
+            index._index = _faiss().read_index(str(directory / "index.faiss"))
         ids = json.loads((directory / "ids.json").read_text())
         index._ids = dict(zip(ids["keys"], ids["item_ids"]))
         index._keys = {item_id: key for key, item_id in index._ids.items()}
         index._next_key = ids["next_key"]
-        if index.kind == "hnsw":
+        if index.kind == "hnsw" and index._index is not None:
             _faiss().downcast_index(index._index.index).hnsw.efSearch = index.config.hnsw_ef_search
         return index
 

@@ -94,12 +94,19 @@ class Histories:
         return base + self._recent.get(user_id, [])
 
 
+def _comparable(value: Any) -> Any:
+    """Numbers compare as numbers (10 == 10.0), everything else as lower-case text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return str(value).lower()
+
+
 def item_matches(attributes: dict[str, Any], filters: Filters) -> bool:
     """True when the item satisfies every attribute and range constraint."""
     for key, wanted in filters.attributes.items():
         have = attributes.get(key)
-        have_set = {str(v).lower() for v in (have if isinstance(have, list) else [have])} if have is not None else set()
-        wanted_set = {str(v).lower() for v in (wanted if isinstance(wanted, list) else [wanted])}
+        have_set = {_comparable(v) for v in (have if isinstance(have, list) else [have])} if have is not None else set()
+        wanted_set = {_comparable(v) for v in (wanted if isinstance(wanted, list) else [wanted])}
         if not have_set & wanted_set:
             return False
     for key, bounds in filters.ranges.items():

@@ -42,15 +42,16 @@ def cold_item_split(interactions: pd.DataFrame, cold_fraction: float = 0.2, seed
     cold = _pick(interactions["item_id"], cold_fraction, rng)
     half = len(cold) // 2
     valid_items, test_items = sorted(cold[:half].tolist()), sorted(cold[half:].tolist())
-    is_cold = interactions["item_id"].isin(cold)
+    item_key = interactions["item_id"].astype(str)  # _pick compares ids as text
+    is_cold = item_key.isin(cold)
     warm = interactions[~is_cold].sample(frac=1.0, random_state=seed).reset_index(drop=True)
     n_train, n_valid = int(len(warm) * 0.8), int(len(warm) * 0.1)
     return ColdItemSplit(
         train=warm.iloc[:n_train].reset_index(drop=True),
         warm_valid=warm.iloc[n_train : n_train + n_valid].reset_index(drop=True),
         warm_test=warm.iloc[n_train + n_valid :].reset_index(drop=True),
-        cold_valid=interactions[interactions["item_id"].isin(valid_items)].reset_index(drop=True),
-        cold_test=interactions[interactions["item_id"].isin(test_items)].reset_index(drop=True),
+        cold_valid=interactions[item_key.isin(valid_items)].reset_index(drop=True),
+        cold_test=interactions[item_key.isin(test_items)].reset_index(drop=True),
         cold_valid_items=valid_items,
         cold_test_items=test_items,
     )
@@ -60,7 +61,7 @@ def cold_user_split(interactions: pd.DataFrame, cold_fraction: float = 0.2, seed
     """`cold_fraction` of the users are held out whole; theirs come back sorted by (user, time)."""
     rng = np.random.default_rng(seed)
     cold = _pick(interactions["user_id"], cold_fraction, rng)
-    is_cold = interactions["user_id"].isin(cold)
+    is_cold = interactions["user_id"].astype(str).isin(cold)  # _pick compares ids as text
     held = interactions[is_cold].sort_values(["user_id", "timestamp", "item_id"], kind="stable")
     return ColdUserSplit(
         train=interactions[~is_cold].reset_index(drop=True),

@@ -105,7 +105,9 @@ class Store:
         rows = [
             (
                 c.item_id, "upsert", c.scene, c.title, c.text, json.dumps(c.attributes or {}, ensure_ascii=False),
-                c.created_at, c.encoder, np.asarray(c.embedding, dtype=np.float32).tobytes(), now,
+                c.created_at, c.encoder,
+                None if c.embedding is None else np.asarray(c.embedding, dtype=np.float32).tobytes(),  # not a 1-element NaN
+                now,
             )
             for c in changes
         ]

@@ -1,0 +1,71 @@
+"""The `llmrec` command line, run as a user runs it: a separate process, real catalog, --json output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+
+def llmrec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "llmrec.cli", *args], capture_output=True, text=True, env=os.environ.copy(), timeout=900
+    )
+
+
+def test_prepare_movielens_1m_reports_the_published_counts(llmrec_home):
+    result = llmrec("data", "prepare", "movielens-1m", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["interactions"], summary["items"], summary["users"]) == (1_000_209, 3_883, 6_040)
+
+
+def test_prepare_movielens_100k_carries_knowledge_graph_facts(llmrec_home):
+    result = llmrec("data", "prepare", "movielens-100k", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["interactions"], summary["items"], summary["users"]) == (100_000, 1_682, 943)
+    assert summary["kg_facts"] > 50_000
+
+
+def test_recommend_by_query_prints_animated_films_as_json(demo):
+    result = llmrec("recommend", "--scene", "movie", "--query", "funny animated movie for kids", "-k", "10", "--json")
+    assert result.returncode == 0, result.stderr
+    items = json.loads(result.stdout)["items"]
+    assert len(items) == 10
+    kids = [i for i in items if {"Animation", "Children's"} & set(i["attributes"]["genres"])]
+    assert len(kids) >= 7, [i["title"] for i in items]
+
+
+def test_item_added_by_cli_is_returned_by_the_next_call(demo):
+    item_id = f"cli-{uuid.uuid4().hex[:8]}"
+    added = llmrec("items", "add", "--id", item_id, "--scene", "grocery", "--title", "Smoked Sea Salt Caramels",
+                   "--text", "Soft butter caramels with smoked sea salt, hand-wrapped.", "--attr", "brand=Saltworks", "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout) == {"added": [item_id]}
+    result = llmrec("recommend", "--query", "smoked sea salt caramel candy", "-k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["scene"] == "grocery" and answer["items"][0]["item_id"] == item_id
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["recommend", "--query", "comedy", "-k", "0"], "k: Input should be greater than or equal to 1"),
+        (["recommend"], "empty request"),
+        (["recommend", "--scene", "books", "--query", "a novel"], "unknown scene 'books'"),
+        (["recommend", "--query", "comedy", "-k", "500"], "above the maximum 100"),
+        (["recommend", "--user-id", "nobody-at-all"], "nothing else to go on"),
+        (["data", "prepare", "no-such-data"], "unknown data set 'no-such-data'"),
+        (["items", "add", "--id", "x"], "give --id, --scene and --title"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(demo, args, message):
+    result = llmrec(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
