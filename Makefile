@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export LLMREC_HOME ?= $(HOME)/.cache/llmrec
 
-.PHONY: setup run test clean-home
+.PHONY: setup run test test-slow clean-home
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Also the tests marked slow: preparing the packaged 491 MB language model (about 3 minutes).
+test-slow: setup
+	$(BIN)/python -m pytest -m ""
 
 clean-home:
 	rm -rf $(LLMREC_HOME)

@@ -210,12 +210,12 @@ class Recommender:
         """Apply every change in the store not yet seen here; returns how many were applied."""
         changes = self.store.item_changes(self._item_seq)
         stale = [c for c in changes if c.op == "upsert" and (c.encoder != self.encoder.model_id or c.embedding is None or len(c.embedding) != self.encoder.dim)]
-        fresh = dict(zip((id(c) for c in stale), self.encoder.encode([self._record(c).render() for c in stale])))
+        fresh = dict(zip((c.seq for c in stale), self.encoder.encode([self._record(c).render() for c in stale])))
         for change in changes:
             if change.op == "delete":
                 self._drop_item(change.item_id)
             else:
-                self._put_item(self._record(change), fresh.get(id(change), change.embedding))
+                self._put_item(self._record(change), fresh.get(change.seq, change.embedding))
             self._item_seq = change.seq
         events = self.store.events(self._event_seq)
         for event in events:

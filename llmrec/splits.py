@@ -68,3 +68,42 @@ def cold_user_split(interactions: pd.DataFrame, cold_fraction: float = 0.2, seed
         cold=held.reset_index(drop=True),
         cold_users=sorted(cold.tolist()),
     )
+
+
+def stratified_split(
+    interactions: pd.DataFrame,
+    ratio: float = 0.75,
+    min_rating: int = 1,
+    filter_by: str = "item",
+    seed: int = 42,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Microsoft Recommenders' `python_stratified_split` (the vectorised version in
+    recommenders/datasets/python_splitters.py, `_do_stratification`, since PR #1802), so `ml100k-msr`
+    numbers are comparable with theirs: given the same rows in the same order, the same rows land in train.
+
+    Their order of operations, kept here: drop the groups (items or users) with fewer than `min_rating`
+    rows; draw one uniform number per remaining row, in row order, from the legacy `np.random.seed(seed)`
+    stream (a private RandomState here, so the global one is left alone); within each group the rows with
+    the smallest draws go to train, `round(ratio * n)` of them, rounded half to even (n=2 -> 2, n=6 -> 4,
+    n=1 -> 1), and the rest to test. At 0.75, groups of one or two rows therefore have nothing in test.
+    Rows keep their input index labels and come back sorted by group and draw, as MSR returns them.
+    """
+    if not isinstance(ratio, float) or not 0 < ratio < 1:
+        raise ValueError("ratio must be a float between 0 and 1")
+    if filter_by not in ("user", "item"):
+        raise ValueError("filter_by must be 'user' or 'item'")
+    if min_rating < 1:
+        raise ValueError("min_rating must be at least 1")
+    key = f"{filter_by}_id"
+    data = interactions
+    if min_rating > 1:
+        data = data[data.groupby(key)[key].transform("size") >= min_rating]
+    draws = np.random.RandomState(seed).rand(len(data))
+    data = data.assign(_draw=draws).sort_values([key, "_draw"])
+    groups = data.groupby(key)
+    count = groups[key].transform("size")
+    rank = groups.cumcount() + 1
+    train_end, test_end = np.cumsum([ratio, 1 - ratio])  # MSR's thresholds; test_end is 1.0 up to rounding
+    cut, end = np.round(train_end * count), np.round(test_end * count)
+    data = data.drop(columns="_draw")
+    return data[rank <= cut], data[(rank > cut) & (rank <= end)]
