@@ -47,6 +47,8 @@ def _frame(name: str, frame: pd.DataFrame | None) -> pd.DataFrame:
             frame[column] = pd.to_numeric(frame[column]).astype("float64" if column == "rating" else "int64")
         elif column == "created_at":
             frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
+        elif column == "attributes":
+            frame[column] = frame[column].fillna("{}").astype(str).replace("", "{}")
         else:
             frame[column] = frame[column].fillna("").astype(str)
     return frame

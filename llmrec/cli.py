@@ -36,7 +36,10 @@ def _ranges(values: list[str] | None) -> dict[str, dict[str, float | None]]:
         low, sep, high = bounds.partition(":")
         if not key or not sep:
             raise LLMRecError(f"range {raw!r} must look like KEY=MIN:MAX (either side may be empty)")
-        out[key] = {"min": float(low) if low else None, "max": float(high) if high else None}
+        try:
+            out[key] = {"min": float(low) if low else None, "max": float(high) if high else None}
+        except ValueError:
+            raise LLMRecError(f"range {raw!r} needs numbers, like year=1990:1999") from None
     return out
 
 

@@ -14,8 +14,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmrec.errors import LLMRecError
+
 ENV_PREFIX = "LLMREC__"
 PROFILES_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(LLMRecError, ValueError):
+    """A configuration source or override that cannot be applied."""
 
 
 class _Section(BaseModel):
@@ -83,14 +89,23 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node = tree
     for key in keys[:-1]:
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {key!r} is a value, not a section")
     node[keys[-1]] = value
+
+
+def _parse_value(raw: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}: {raw!r} is not a valid value (YAML scalar or list)") from None
 
 
 def _parse_override(raw: str) -> tuple[str, Any]:
     if "=" not in raw:
-        raise ValueError(f"override {raw!r} must look like section.key=value")
+        raise ConfigError(f"override {raw!r} must look like section.key=value")
     key, value = raw.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), _parse_value(value, key.strip())
 
 
 def load_config(
@@ -111,7 +126,7 @@ def load_config(
     env = os.environ if environ is None else environ
     for name, value in env.items():
         if name.startswith(ENV_PREFIX):
-            _set_path(tree, name[len(ENV_PREFIX):].replace("__", "."), yaml.safe_load(value))
+            _set_path(tree, name[len(ENV_PREFIX):].replace("__", "."), _parse_value(value, name))
     for raw in overrides or []:
         _set_path(tree, *_parse_override(raw))
     return PipelineConfig.model_validate(tree)

@@ -8,14 +8,17 @@ import numpy as np
 
 from llmrec.assets import resolve_model
 from llmrec.config import EncoderConfig
+from llmrec.errors import AssetError
 
 
 def pick_device(requested: str = "auto") -> str:
-    """'auto' → cuda if present, else mps, else cpu; anything else is taken as given."""
-    if requested != "auto":
-        return requested
+    """'auto' → cuda if present, else mps, else cpu; an explicit device must exist here."""
     import torch
 
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise AssetError(f"encoder.device={requested} but torch sees no CUDA device here: use auto or cpu")
+    if requested != "auto":
+        return requested
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

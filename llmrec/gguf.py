@@ -10,6 +10,7 @@ while the converted safetensors load in seconds.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import zipfile
@@ -164,6 +165,9 @@ def prepare(spec: ChunkedGGUF, target: Path, keep_gguf: bool = False) -> None:
     if (target / "config.json").is_file():
         print(f"{spec.name} is already prepared at {target}")
         return
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise AssetError(f"converting {spec.name} needs {missing}: pip install 'llmrec[gguf]'")
     had_gguf = (gguf_dir() / spec.filename).is_file()
     gguf_path = join(spec, gguf_dir())
     partial = target.with_name(target.name + ".partial")  # not with_suffix: "qwen2.5-…" has a dot

@@ -175,6 +175,8 @@ class VectorIndex:
         index._next_key = ids["next_key"]
         if index.kind == "hnsw" and index._index is not None:
             _faiss().downcast_index(index._index.index).hnsw.efSearch = index.config.hnsw_ef_search
+        if index.kind == "ivf" and index._index is not None:
+            index._index.nprobe = min(index.config.ivf_nprobe, index._index.nlist)
         return index
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -31,13 +32,14 @@ from llmrec.rerank import Candidate, Reranker
 from llmrec.router import SceneRouter
 from llmrec.schemas import EventIn, Filters, ItemIn, RecommendedItem, RecommendRequest, RecommendResponse
 from llmrec.store import EventRecord, ItemChange, Store, default_store_path
-from llmrec.text import render_item, render_user
+from llmrec.text import TEXT_VERSION, render_item, render_user
 
 log = logging.getLogger(__name__)
 
 PROFILE_TEXT_EXCLUDE = {"zip_code"}  # identifiers, not taste
 EVENT_RATINGS = {"like": 5.0, "purchase": 5.0, "dislike": 1.0}
 LIKED_TITLES_IN_TEXT = 10
+NEW_ITEM_SECONDS = 30 * 24 * 3600
 _OPAQUE_ID = ("m.", "g.")  # Freebase ids: facts pointing at them say nothing to a language model
 
 
@@ -158,7 +160,7 @@ class Recommender:
         self.collab = self._fit_collab(catalog)
         self.popularity = Popularity(catalog.interactions)
         self.store = store or Store(self.config.store.url or default_store_path(self.catalog_name))
-        self._added: set[str] = set()
+        self._sync_lock = threading.Lock()
         self._item_seq = 0
         self._event_seq = 0
         self.sync()
@@ -175,23 +177,39 @@ class Recommender:
             for row in catalog.items.itertuples(index=False)
         }
 
+    def _index_key(self, catalog: Catalog) -> dict[str, Any]:
+        """Everything that changes what an index holds: a saved index is reused only if all of it matches."""
+        encoder = self.config.encoder
+        return {
+            "catalog_fingerprint": catalog_fingerprint(catalog),
+            "text_version": TEXT_VERSION,
+            "encoder": self.encoder.model_id,
+            "encoder_dtype": encoder.dtype,
+            "encoder_max_seq_length": encoder.max_seq_length,
+            "index_kind": self.config.index.kind,
+            "index_exact_below": self.config.index.exact_below,
+        }
+
     def load_or_build_indexes(self, catalog: Catalog, force: bool = False) -> dict[str, VectorIndex]:
-        """Per-scene indexes from the on-disk cache when it matches catalog and encoder, else built now."""
+        """Per-scene indexes from the on-disk cache when its key matches, else embedded and saved now."""
         directory = index_dir(catalog.name, self.encoder.model_id)
-        fingerprint = catalog_fingerprint(catalog)
+        key = self._index_key(catalog)
         scenes = catalog.scenes["scene"].tolist()
         if not force and all((directory / s / "meta.json").is_file() for s in scenes):
             metas = [read_index_meta(directory / s) for s in scenes]
-            if all(m.get("catalog_fingerprint") == fingerprint and m.get("dim") == self.encoder.dim for m in metas):
+            if all({k: m.get(k) for k in key} == key for m in metas):
                 return {s: VectorIndex.load(directory / s, self.config.index) for s in scenes}
         indexes = {}
         for scene in scenes:
             records = [r for r in self.items.values() if r.scene == scene]
+            vectors = [
+                self.encoder.encode([r.render() for r in records[start : start + 1024]])
+                for start in tqdm(range(0, len(records), 1024), desc=f"embedding {scene}", unit="batch", disable=not records)
+            ]
             index = VectorIndex(self.encoder.dim, self.config.index, expected_size=len(records))
-            for start in tqdm(range(0, len(records), 1024), desc=f"embedding {scene}", unit="batch", disable=not records):
-                batch = records[start : start + 1024]
-                index.upsert([r.item_id for r in batch], self.encoder.encode([r.render() for r in batch]))
-            index.save(directory / scene, {"catalog": catalog.name, "catalog_fingerprint": fingerprint, "encoder": self.encoder.model_id, "scene": scene})
+            if records:  # one upsert: an IVF index trains on the whole scene
+                index.upsert([r.item_id for r in records], np.concatenate(vectors))
+            index.save(directory / scene, {"catalog": catalog.name, "scene": scene, **key})
             indexes[scene] = index
         return indexes
 
@@ -207,7 +225,11 @@ class Recommender:
 
     # ---- writes ---------------------------------------------------------------------------
     def sync(self) -> int:
-        """Apply every change in the store not yet seen here; returns how many were applied."""
+        """Apply every change in the store not yet seen here (by this or any other process)."""
+        with self._sync_lock:
+            return self._apply_changes()
+
+    def _apply_changes(self) -> int:
         changes = self.store.item_changes(self._item_seq)
         stale = [c for c in changes if c.op == "upsert" and (c.encoder != self.encoder.model_id or c.embedding is None or len(c.embedding) != self.encoder.dim)]
         fresh = dict(zip((c.seq for c in stale), self.encoder.encode([self._record(c).render() for c in stale])))
@@ -231,14 +253,14 @@ class Recommender:
         return ItemRecord(change.item_id, change.scene, change.title, change.text, change.attributes or {}, change.created_at)
 
     def _put_item(self, record: ItemRecord, vector: np.ndarray) -> None:
+        if record.scene not in self.indexes:  # a stored item of a scene this catalog no longer has
+            log.warning("skipping stored item %s: scene %r is not in the catalog", record.item_id, record.scene)
+            return
         old = self.items.get(record.item_id)
         if old is not None and old.scene != record.scene:
             self.indexes[old.scene].remove([record.item_id])
-        if record.scene not in self.indexes:
-            self.indexes[record.scene] = VectorIndex(self.encoder.dim, self.config.index)
         self.indexes[record.scene].upsert([record.item_id], vector)
         self.items[record.item_id] = record
-        self._added.add(record.item_id)
 
     def _drop_item(self, item_id: str) -> None:
         record = self.items.pop(item_id, None)
@@ -319,6 +341,7 @@ class Recommender:
             clock = now
 
         k = self._check_k(request.k)
+        self.sync()
         history, user_known = self._history(request)
         positive = [h for h in history if h.kind != "dislike" and (h.rating is None or h.rating >= self.config.rerank.positive_rating)]
         profile = {**self.profiles.get(request.user_id or "", {}), **request.profile}
@@ -338,7 +361,7 @@ class Recommender:
         if request.filters.exclude_seen:
             excluded |= {h.item_id for h in history}
         allow = self._allow(excluded, request.filters)
-        cf_history = [h.item_id for h in history if h.kind != "dislike" and self.items[h.item_id].scene == scene]
+        cf_history = [h.item_id for h in positive if self.items[h.item_id].scene == scene]
         candidates = self._candidates(scene, index, vector, cf_history, allow)
         lap("retrieve")
 
@@ -357,6 +380,7 @@ class Recommender:
             items=items,
             scene=scene,
             scene_source=decision.source,
+            scene_scores=decision.scores,
             user_known=user_known,
             timings_ms=timings,
             model_versions={"encoder": self.encoder.model_id, "collaborative": self.collab[scene].method if scene in self.collab else "none"},
@@ -391,6 +415,11 @@ class Recommender:
             found = dict.fromkeys(ranked[:n], 0.0)
         return found
 
+    def _is_new(self, record: ItemRecord) -> bool:
+        """Added recently and nobody has interacted with it yet: the item cold-start case."""
+        recent = time.time() - record.created_at < NEW_ITEM_SECONDS
+        return recent and self.popularity.counts.get(record.item_id, 0) == 0
+
     def _answer(self, c: Candidate, request: RecommendRequest, scene: str, history: list[str], has_taste_text: bool) -> RecommendedItem:
         record = self.items[c.item_id]
         reasons = []
@@ -402,7 +431,7 @@ class Recommender:
             source = self.collab[scene].strongest_source(history, c.item_id)
             if source is not None:
                 reasons.append(f"people who liked {self.items[source].title} also liked this")
-        if c.item_id in self._added:
+        if self._is_new(record):
             reasons.append(f"new in {self.scene_names.get(scene, scene)}")
         elif c.popularity >= 0.8:
             reasons.append(f"popular in {self.scene_names.get(scene, scene)}")

@@ -7,7 +7,7 @@ trades a little score for variety, using the item vectors the retriever already 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,14 +16,13 @@ from llmrec.config import RerankConfig
 
 @dataclass
 class Candidate:
-    """One item with its raw signals; `reasons` is filled by the caller that knows titles and text."""
+    """One item with its raw signals and, after ranking, its blended score."""
 
     item_id: str
     semantic: float = 0.0
     collaborative: float = 0.0
     popularity: float = 0.0
     score: float = 0.0
-    reasons: list[str] = field(default_factory=list)
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -71,7 +70,9 @@ class Reranker:
 def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> list[int]:
     """Greedy MMR: pick argmax of lam*score - (1-lam)*max similarity to what is already picked."""
     k = min(k, len(scores))
-    if lam >= 1.0 or len(vectors) != len(scores):
+    if len(vectors) != len(scores):
+        raise ValueError(f"mmr got {len(scores)} scores but {len(vectors)} vectors")
+    if lam >= 1.0:
         return np.argsort(-scores, kind="stable")[:k].tolist()
     chosen: list[int] = []
     closest = np.full(len(scores), -np.inf)

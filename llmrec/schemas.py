@@ -99,6 +99,7 @@ class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     scene: str
     scene_source: str
+    scene_scores: dict[str, float] = Field(default_factory=dict, description="Similarity to each scene, when routed by embedding.")
     user_known: bool
     timings_ms: dict[str, float]
     model_versions: dict[str, str]

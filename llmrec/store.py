@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.config import llmrec_home
+from llmrec.config import ConfigError, llmrec_home
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS item_log (
@@ -74,6 +74,8 @@ class Store:
     """The change log of one catalog's writes. Thread-safe; one connection per Store."""
 
     def __init__(self, path: Path | str) -> None:
+        if "://" in str(path) and not str(path).startswith("sqlite:///"):
+            raise ConfigError(f"store url {path!r}: only sqlite:///PATH is supported in this version")
         path = Path(str(path).removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+TEXT_VERSION = 1  # bump when rendering changes: saved indexes keyed on an older version are rebuilt
 MAX_ITEM_CHARS = 1200
 MAX_USER_CHARS = 1500
 

@@ -11,9 +11,9 @@ import uuid
 import pytest
 
 
-def llmrec(*args: str) -> subprocess.CompletedProcess:
+def llmrec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "llmrec.cli", *args], capture_output=True, text=True, env=os.environ.copy(), timeout=900
+        [sys.executable, "-m", "llmrec.cli", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
     )
 
 
@@ -41,13 +41,14 @@ def test_recommend_by_query_prints_animated_films_as_json(demo):
     assert len(kids) >= 7, [i["title"] for i in items]
 
 
-def test_item_added_by_cli_is_returned_by_the_next_call(demo):
+def test_item_added_by_cli_is_returned_by_the_next_call(demo, tmp_path):
     item_id = f"cli-{uuid.uuid4().hex[:8]}"
+    store = {"LLMREC__STORE__URL": f"sqlite:///{tmp_path / 'state.sqlite'}"}
     added = llmrec("items", "add", "--id", item_id, "--scene", "grocery", "--title", "Smoked Sea Salt Caramels",
-                   "--text", "Soft butter caramels with smoked sea salt, hand-wrapped.", "--attr", "brand=Saltworks", "--json")
+                   "--text", "Soft butter caramels with smoked sea salt, hand-wrapped.", "--attr", "brand=Saltworks", "--json", env=store)
     assert added.returncode == 0, added.stderr
     assert json.loads(added.stdout) == {"added": [item_id]}
-    result = llmrec("recommend", "--query", "smoked sea salt caramel candy", "-k", "3", "--json")
+    result = llmrec("recommend", "--query", "smoked sea salt caramel candy", "-k", "3", "--json", env=store)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["scene"] == "grocery" and answer["items"][0]["item_id"] == item_id
@@ -63,6 +64,11 @@ def test_item_added_by_cli_is_returned_by_the_next_call(demo):
         (["recommend", "--user-id", "nobody-at-all"], "nothing else to go on"),
         (["data", "prepare", "no-such-data"], "unknown data set 'no-such-data'"),
         (["items", "add", "--id", "x"], "give --id, --scene and --title"),
+        (["recommend", "--query", "comedy", "--range", "year=abc:1999"], "needs numbers"),
+        (["recommend", "--query", "comedy", "--set", "nonsense"], "must look like section.key=value"),
+        (["recommend", "--query", "comedy", "--set", "index.kind=[unclosed"], "is not a valid value"),
+        (["recommend", "--query", "comedy", "--set", "encoder.device=cuda"], "sees no CUDA device"),
+        (["recommend", "--query", "comedy", "--set", "encoder.nonsense=1"], "encoder.nonsense: Extra inputs are not permitted"),
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(demo, args, message):

@@ -77,9 +77,12 @@ def test_new_user_with_a_few_clicks_gets_similar_items(demo):
     assert sum(bool(genres(demo, i) & KIDS) for i in ids) >= 6
 
 
-def test_profile_alone_answers_within_the_given_scene(demo):
-    response = ask(demo, profile={"age": "25-34", "likes": "science fiction and space adventures"}, scene="movie", k=10)
-    assert len(response.items) == 10 and response.scene_source == "explicit"
+def test_profile_alone_steers_the_answer_within_the_given_scene(demo):
+    scifi = ask(demo, profile={"age": "25-34", "likes": "science fiction and space adventures"}, scene="movie", k=10)
+    romance = ask(demo, profile={"likes": "romantic comedies and love stories"}, scene="movie", k=10)
+    assert scifi.scene_source == "explicit" and not scifi.user_known
+    assert sum("Sci-Fi" in genres(demo, i.item_id) for i in scifi.items) >= 4, [i.title for i in scifi.items]
+    assert sum("Romance" in genres(demo, i.item_id) for i in romance.items) >= 6, [i.title for i in romance.items]
 
 
 def test_filters_hold_for_every_returned_item(demo):

@@ -78,9 +78,10 @@ def test_mmr_never_picks_an_item_twice_and_caps_k():
     assert sorted(order) == list(range(6))
 
 
-def test_mmr_falls_back_to_score_order_when_vectors_do_not_match():
+def test_mmr_rejects_vectors_that_do_not_match_the_scores():
     scores = np.array([0.1, 0.7, 0.4])
-    assert mmr(scores, np.zeros((0, 8)), k=3, lam=0.5) == [1, 2, 0]
+    with pytest.raises(ValueError, match="3 scores but 0 vectors"):
+        mmr(scores, np.zeros((0, 8)), k=3, lam=0.5)
 
 
 def test_rank_returns_k_candidates_with_their_blended_scores_set():

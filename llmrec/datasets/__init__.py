@@ -34,4 +34,6 @@ def prepare(name: str, source: Path | None = None, output: Path | None = None) -
         catalog = FROM_FILES[name](Path(source))
     else:
         raise RequestError(f"unknown data set {name!r}; known: {sorted(PACKAGED) + sorted(FROM_FILES)}")
+    if output is not None:  # state and indexes are keyed by catalog name: one name per folder
+        catalog.name = Path(output).name
     return catalog, catalog.save(output or catalog_dir(name))
