@@ -347,7 +347,7 @@ class Recommender:
         profile = {**self.profiles.get(request.user_id or "", {}), **request.profile}
         profile = {key: v for key, v in profile.items() if key not in PROFILE_TEXT_EXCLUDE}
         liked_titles = [self.items[h.item_id].title for h in positive[-LIKED_TITLES_IN_TEXT:]]
-        text = request.query or render_user(None, liked_titles, profile)
+        text = request.query or render_user(liked_titles=liked_titles, profile=profile)
         vector = self.encoder.encode([text])[0] if text else None
         lap("encode")
 
