@@ -24,7 +24,7 @@ TOP_K = 10
 def catalog_texts(catalog_name: str) -> list[str]:
     """The rendered item texts of a prepared catalog, exactly as the index embeds them."""
     from llmrec.catalog import load_catalog
-    from llmrec.recommender import ItemRecord
+    from llmrec.items import ItemRecord
 
     items = load_catalog(catalog_name).items
     return [ItemRecord(r.item_id, r.scene, r.title, r.text, json.loads(r.attributes)).render() for r in items.itertuples()]

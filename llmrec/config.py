@@ -62,6 +62,23 @@ class RerankConfig(_Section):
     positive_rating: float = Field(4.0, description="Ratings at or above this count as a like.")
 
 
+class IntentConfig(_Section):
+    backend: Literal["none"] = Field("none", description="'none' routes by embedding and keeps the raw text.")
+
+
+class DeadlineConfig(_Section):
+    """How long a request may take, in total and per stage; a stage over budget degrades the answer."""
+
+    total_ms: int = Field(5000, ge=10)
+    prepare_ms: int = Field(1000, ge=1)
+    intent_ms: int = Field(1500, ge=1)
+    encode_ms: int = Field(1000, ge=1)
+    route_ms: int = Field(500, ge=1)
+    collaborative_ms: int = Field(1000, ge=1)
+    retrieve_ms: int = Field(1000, ge=1)
+    rank_ms: int = Field(1000, ge=1)
+
+
 class StoreConfig(_Section):
     url: str | None = Field(None, description="Database URL; default: SQLite under LLMREC_HOME/state.")
 
@@ -72,11 +89,13 @@ class PipelineConfig(_Section):
     catalog: str = Field("demo", description="Prepared catalog name (under LLMREC_HOME/data) or a directory.")
     default_k: int = Field(10, ge=1)
     max_k: int = Field(100, ge=1)
+    intent: IntentConfig = IntentConfig()
     encoder: EncoderConfig = EncoderConfig()
     index: IndexConfig = IndexConfig()
     router: RouterConfig = RouterConfig()
     rerank: RerankConfig = RerankConfig()
     store: StoreConfig = StoreConfig()
+    deadline: DeadlineConfig = DeadlineConfig()
 
 
 def llmrec_home() -> Path:

@@ -30,3 +30,7 @@ def describe_validation_error(error: Exception) -> str:
         where = ".".join(str(part) for part in detail.get("loc", ())) or "request"
         lines.append(f"{where}: {detail.get('msg', 'invalid')}")
     return "; ".join(lines)
+
+
+class UnavailableError(LLMRecError, RuntimeError):
+    """A stage the answer cannot do without failed or ran out of time (HTTP 503: try again)."""

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmrec.intent import Intent
+
 MAX_QUERY_CHARS = 2000
 MAX_HISTORY = 500
 Scalar = str | int | float | bool
@@ -101,5 +103,8 @@ class RecommendResponse(BaseModel):
     scene_source: str
     scene_scores: dict[str, float] = Field(default_factory=dict, description="Similarity to each scene, when routed by embedding.")
     user_known: bool
+    intent: Intent | None = Field(None, description="The parsed free text, when the request had any.")
+    degraded: list[str] = Field(default_factory=list, description="Stages that failed or ran out of time, and what was done instead.")
     timings_ms: dict[str, float]
     model_versions: dict[str, str]
+    request_id: str | None = None

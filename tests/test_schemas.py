@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from llmrec.errors import describe_validation_error
-from llmrec.recommender import HistoryEntry, Histories, item_matches
+from llmrec.items import item_matches
+from llmrec.ranking import HistoryEntry, Histories
 from llmrec.schemas import EventIn, Filters, ItemIn, Range, RecommendRequest
 
 # ---- RecommendRequest ------------------------------------------------------------------------
