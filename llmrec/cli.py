@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from llmrec.config import PipelineConfig, load_config
-from llmrec.errors import LLMRecError, describe_validation_error
+from llmrec.errors import AssetError, LLMRecError, describe_validation_error
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, Any]:
@@ -83,7 +83,10 @@ def _recommender(args: argparse.Namespace):
 
 
 def cmd_index_build(args: argparse.Namespace) -> None:
-    from llmrec.recommender import Recommender, index_dir
+    if getattr(args, "ray", False):  # the Ray Data job (train/index_job.py): a new index version, switched atomically
+        return args.ray_func(args)
+    from llmrec.recommender import Recommender
+    from llmrec.retriever import index_dir
 
     started = time.perf_counter()
     recommender = Recommender(_config(args), rebuild_index=True)
@@ -159,6 +162,33 @@ def cmd_bench_encoder(args: argparse.Namespace) -> None:
     _emit(args, result, bench.format_table(result))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from llmrec.catalog import catalog_dir
+
+    config = _config(args)  # fail here, with a clear message, rather than inside every replica
+    if not (catalog_dir(config.catalog) / "manifest.json").is_file() and not (Path(config.catalog) / "manifest.json").is_file():
+        raise AssetError(f"catalog {config.catalog!r} is not prepared: run `llmrec data prepare {config.catalog}`")
+    from deployments.local import LOCAL_SERVE_CONFIG, serve_forever
+
+    overrides = [*(args.set or []), *([f"catalog={args.catalog}"] if args.catalog else [])]
+    serve_forever(args.port, args.config, overrides, args.serve_config or LOCAL_SERVE_CONFIG)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from llmrec.config import llmrec_home
+    from llmrec.evaluation import run_protocol
+    from llmrec.evaluation.report import as_json, markdown, save, write_predictions
+
+    started = time.perf_counter()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    run = run_protocol(args.protocol, models, str(args.encoder) if args.encoder else None, args.reduced)
+    seconds = time.perf_counter() - started
+    result, plot = save(run, seconds, args.output or llmrec_home() / "eval")
+    if args.predictions:
+        write_predictions(run, args.predictions)
+    _emit(args, as_json(run, seconds), f"{markdown(run)}\n\n{args.protocol}: {seconds:.0f} s; result {result}, plot {plot}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="local", help="profile name (local, cluster) or YAML file")
@@ -182,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_prepare)
 
     index = commands.add_parser("index", help="vector indexes").add_subparsers(dest="action", required=True)
-    p = index.add_parser("build", parents=[common], help="embed the catalog and write per-scene indexes")
+    p = index_build = index.add_parser("build", parents=[common], help="embed the catalog and write per-scene indexes")
     p.set_defaults(func=cmd_index_build)
 
     p = commands.add_parser("recommend", parents=[common], help="recommend items")
@@ -228,6 +258,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--limit", type=int, help="use only the first N texts")
     p.set_defaults(func=cmd_bench_encoder)
+
+    try:  # the Ray jobs (`train` package): train encoder|reranker, index build --ray, bench train
+        from train.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(commands, common, index_build, bench, _config)
+
+    p = commands.add_parser("serve", parents=[common], help="serve the HTTP API on a local Ray (Ctrl-C stops it)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--serve-config", type=Path, help="Serve config file (default deployments/configs/local.yaml)")
+    p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("eval", parents=[common], help="offline evaluation: ml100k-msr, ml1m-cold-items, ml1m-cold-users, ml1m-scenes")
+    p.add_argument("protocol")
+    p.add_argument("--models", default="random,popularity,ease,llmrec", help="comma-separated, e.g. random,popularity,itemknn,ease,bpr,tfidf,zero-shot,finetuned,llmrec")
+    p.add_argument("--encoder", type=Path, help="fine-tuned sentence-transformers directory: the model 'finetuned' (and an llmrec variant)")
+    p.add_argument("--predictions", type=Path, help="write every ranked list as CSV: model,user_id,item_id,rank,score")
+    p.add_argument("--output", type=Path, help="where the JSON result and PNG plot go (default LLMREC_HOME/eval)")
+    p.add_argument("--reduced", type=int, metavar="N", help="quick check: at most N evaluated users (rows for ml1m-scenes)")
+    p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("scenes", parents=[common], help="list the catalog's scenes")
     p.set_defaults(func=cmd_scenes)

@@ -73,7 +73,7 @@ class DeadlineConfig(_Section):
     prepare_ms: int = Field(1000, ge=1)
     intent_ms: int = Field(1500, ge=1)
     encode_ms: int = Field(1000, ge=1)
-    route_ms: int = Field(500, ge=1)
+    route_ms: int = Field(1000, ge=1)
     collaborative_ms: int = Field(1000, ge=1)
     retrieve_ms: int = Field(1000, ge=1)
     rank_ms: int = Field(1000, ge=1)
@@ -81,6 +81,14 @@ class DeadlineConfig(_Section):
 
 class StoreConfig(_Section):
     url: str | None = Field(None, description="Database URL; default: SQLite under LLMREC_HOME/state.")
+
+
+class ServerConfig(_Section):
+    """The HTTP service around the pipeline (Ray Serve ingress)."""
+
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    sync_interval_s: float = Field(0.5, gt=0, description="How often each replica pulls writes made elsewhere.")
+    api_key_env: str = Field("LLMREC_API_KEY", description="Environment variable holding the admin API key.")
 
 
 class PipelineConfig(_Section):
@@ -96,6 +104,7 @@ class PipelineConfig(_Section):
     rerank: RerankConfig = RerankConfig()
     store: StoreConfig = StoreConfig()
     deadline: DeadlineConfig = DeadlineConfig()
+    server: ServerConfig = ServerConfig()
 
 
 def llmrec_home() -> Path:

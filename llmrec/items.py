@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmrec.catalog import Catalog
-from llmrec.schemas import Filters
+from llmrec.schemas import Filters, ItemIn
 from llmrec.store import ItemChange
 from llmrec.text import render_item
 
@@ -48,6 +48,11 @@ def items_from_catalog(catalog: Catalog) -> dict[str, ItemRecord]:
         row.item_id: ItemRecord(row.item_id, row.scene, row.title, row.text, json.loads(row.attributes), int(row.created_at), facts.get(row.item_id, []))
         for row in catalog.items.itertuples(index=False)
     }
+
+
+def item_text(item: ItemIn) -> str:
+    """What the encoder embeds for an item sent by a client (the same text the catalog's items get)."""
+    return render_item(item.scene, item.title, item.attributes, item.text)
 
 
 def record_from_change(change: ItemChange) -> ItemRecord:

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -115,7 +115,7 @@ class _Request:
             raise
         except Exception as error:  # a stage is remote code: any failure is its failure, not the client's
             outcome = "timeout" if isinstance(error, TimeoutError) else "error"
-            why = f"no answer within {budget * 1000:.0f} ms" if outcome == "timeout" else f"failed ({type(error).__name__}: {error})"
+            why = f"gave no answer within {budget * 1000:.0f} ms" if outcome == "timeout" else f"failed ({type(error).__name__}: {error})"
             log.warning("stage %s %s", name, why)
             if fallback is None:
                 raise UnavailableError(f"the {name} stage {why}; the request cannot be answered without it, try again") from error
@@ -201,3 +201,10 @@ class Pipeline:
             request_id=request_id,
         )
 
+
+def scene_listing(texts: dict[str, str], names: dict[str, str], sizes: dict[str, int], interactive: set[str]) -> list[dict[str, Any]]:
+    """GET /v1/scenes: each scene with its description, size and whether it has interaction data."""
+    return [
+        {"scene": s, "name": names.get(s, s), "description": text, "items": sizes.get(s, 0), "interactive": s in interactive}
+        for s, text in texts.items()
+    ]

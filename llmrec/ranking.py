@@ -103,7 +103,7 @@ class RankingStage:
         self.collab = self._fit_collab(catalog)
         self.popularity = Popularity(catalog.interactions)
         self.store = store
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held by reads too: a follower thread applies writes
         self._item_seq = 0
         self._event_seq = 0
         self.sync()
@@ -154,34 +154,35 @@ class RankingStage:
     # ---- reads ----------------------------------------------------------------------------
     def prepare(self, request: RecommendRequest) -> UserContext:
         """Check the request against what exists, and gather the user's history, taste text and exclusions."""
-        self.sync()
-        unknown = [i for i in request.history if i not in self.items]
-        if unknown:
-            raise NotFoundError(f"history refers to unknown item ids: {unknown[:10]}")
-        user_known = bool(request.user_id) and (request.user_id in self.histories or request.user_id in self.profiles)
-        if request.user_id and not user_known and not (request.query or request.history or request.profile):
-            raise NotFoundError(
-                f"unknown user {request.user_id!r} with nothing else to go on: send a query, a history or a profile too"
+        with self._lock:
+            self.sync()
+            unknown = [i for i in request.history if i not in self.items]
+            if unknown:
+                raise NotFoundError(f"history refers to unknown item ids: {unknown[:10]}")
+            user_known = bool(request.user_id) and (request.user_id in self.histories or request.user_id in self.profiles)
+            if request.user_id and not user_known and not (request.query or request.history or request.profile):
+                raise NotFoundError(
+                    f"unknown user {request.user_id!r} with nothing else to go on: send a query, a history or a profile too"
+                )
+            stored = [h for h in self.histories.get(request.user_id or "") if h.item_id in self.items]
+            history = stored + [HistoryEntry(i, None, 0, "history") for i in request.history]
+            positive_rating = self.config.rerank.positive_rating
+            positive = [h.item_id for h in history if h.kind != "dislike" and (h.rating is None or h.rating >= positive_rating)]
+            profile = {**self.profiles.get(request.user_id or "", {}), **request.profile}
+            profile = {key: v for key, v in profile.items() if key not in PROFILE_TEXT_EXCLUDE}
+            liked_titles = [self.items[i].title for i in positive[-LIKED_TITLES_IN_TEXT:]]
+            excluded = list(request.filters.exclude_item_ids)
+            if request.filters.exclude_seen:
+                excluded += [h.item_id for h in history]
+            return UserContext(
+                user_known=user_known,
+                text=request.query or render_user(liked_titles=liked_titles, profile=profile),
+                history_ids=[h.item_id for h in history],
+                history_scenes=[self.items[h.item_id].scene for h in history],
+                positive_ids=positive,
+                excluded=excluded,
+                has_taste_text=bool(liked_titles),
             )
-        stored = [h for h in self.histories.get(request.user_id or "") if h.item_id in self.items]
-        history = stored + [HistoryEntry(i, None, 0, "history") for i in request.history]
-        positive_rating = self.config.rerank.positive_rating
-        positive = [h.item_id for h in history if h.kind != "dislike" and (h.rating is None or h.rating >= positive_rating)]
-        profile = {**self.profiles.get(request.user_id or "", {}), **request.profile}
-        profile = {key: v for key, v in profile.items() if key not in PROFILE_TEXT_EXCLUDE}
-        liked_titles = [self.items[i].title for i in positive[-LIKED_TITLES_IN_TEXT:]]
-        excluded = list(request.filters.exclude_item_ids)
-        if request.filters.exclude_seen:
-            excluded += [h.item_id for h in history]
-        return UserContext(
-            user_known=user_known,
-            text=request.query or render_user(liked_titles=liked_titles, profile=profile),
-            history_ids=[h.item_id for h in history],
-            history_scenes=[self.items[h.item_id].scene for h in history],
-            positive_ids=positive,
-            excluded=excluded,
-            has_taste_text=bool(liked_titles),
-        )
 
     def _scene_history(self, scene: str, context: UserContext) -> list[str]:
         return [i for i in context.positive_ids if i in self.items and self.items[i].scene == scene]
@@ -189,39 +190,41 @@ class RankingStage:
     def candidate_ids(self, scene: str, context: UserContext, filters: Filters, has_text: bool) -> list[str]:
         """Collaborative candidates from the user's history in this scene; with neither text nor
         usable history, the scene's most popular items."""
-        n = self.config.rerank.candidates
-        allow = allow_filter(self.items, context.excluded, filters)
-        model = self.collab.get(scene)
-        history = self._scene_history(scene, context)
-        found: list[str] = []
-        if model is not None and history:
-            scores = model.scores(history)
-            for position in np.argsort(-scores, kind="stable"):
-                if len(found) >= 2 * n or scores[position] <= 0:
-                    break
-                item_id = model.item_ids[position]
-                if allow(item_id) and self.items[item_id].scene == scene:
-                    found.append(item_id)
-        if not found and not has_text:
-            in_scene = (i for i, r in self.items.items() if r.scene == scene and allow(i))
-            found = sorted(in_scene, key=lambda i: -self.popularity.counts.get(i, 0))[:n]
-        return found
+        with self._lock:
+            n = self.config.rerank.candidates
+            allow = allow_filter(self.items, context.excluded, filters)
+            model = self.collab.get(scene)
+            history = self._scene_history(scene, context)
+            found: list[str] = []
+            if model is not None and history:
+                scores = model.scores(history)
+                for position in np.argsort(-scores, kind="stable"):
+                    if len(found) >= 2 * n or scores[position] <= 0:
+                        break
+                    item_id = model.item_ids[position]
+                    if allow(item_id) and self.items[item_id].scene == scene:
+                        found.append(item_id)
+            if not found and not has_text:
+                in_scene = (i for i, r in self.items.items() if r.scene == scene and allow(i))
+                found = sorted(in_scene, key=lambda i: -self.popularity.counts.get(i, 0))[:n]
+            return found
 
     def rank(self, scene: str, request: RecommendRequest, context: UserContext, retrieved: Retrieved, k: int, has_text: bool) -> Ranked:
         """The top k of the retrieved candidates, blended, diversified and explained."""
-        self.sync()
-        model = self.collab.get(scene)
-        history = self._scene_history(scene, context)
-        scores = model.scores(history) if model is not None and history else None
-        pool = []
-        for n, item_id in enumerate(retrieved.item_ids):
-            position = model.position.get(item_id) if scores is not None else None
-            collaborative = float(scores[position]) if position is not None else 0.0
-            pool.append(Candidate(item_id, float(retrieved.semantic[n]), collaborative, self.popularity.prior(item_id)))
-        has_history = any(c.collaborative for c in pool)
-        ranked = self.reranker.rank(pool, retrieved.vectors, k, has_text=has_text, has_history=has_history)
-        items = [self._explain(c, request, scene, history, context.has_taste_text) for c in ranked if c.item_id in self.items]
-        return Ranked(items, model.method if model is not None else "none")
+        with self._lock:
+            self.sync()
+            model = self.collab.get(scene)
+            history = self._scene_history(scene, context)
+            scores = model.scores(history) if model is not None and history else None
+            pool = []
+            for n, item_id in enumerate(retrieved.item_ids):
+                position = model.position.get(item_id) if scores is not None else None
+                collaborative = float(scores[position]) if position is not None else 0.0
+                pool.append(Candidate(item_id, float(retrieved.semantic[n]), collaborative, self.popularity.prior(item_id)))
+            has_history = any(c.collaborative for c in pool)
+            ranked = self.reranker.rank(pool, retrieved.vectors, k, has_text=has_text, has_history=has_history)
+            items = [self._explain(c, request, scene, history, context.has_taste_text) for c in ranked if c.item_id in self.items]
+            return Ranked(items, model.method if model is not None else "none")
 
     def _is_new(self, item_id: str) -> bool:
         """Added recently and nobody has interacted with it yet: the item cold-start case."""

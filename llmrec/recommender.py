@@ -17,20 +17,12 @@ from llmrec.encoder import Encoder
 from llmrec.intent import Intent, IntentParser
 from llmrec.items import ItemRecord
 from llmrec.index import VectorIndex
-from llmrec.pipeline import LocalStages, Pipeline
+from llmrec.pipeline import LocalStages, Pipeline, scene_listing
 from llmrec.ranking import Histories, RankingStage
 from llmrec.retriever import Retriever
 from llmrec.router import SceneRouter
 from llmrec.schemas import EventIn, ItemIn, RecommendRequest, RecommendResponse
-from llmrec.store import Store, default_store_path
-
-
-def scene_listing(router: SceneRouter, names: dict[str, str], sizes: dict[str, int], interactive: set[str]) -> list[dict[str, Any]]:
-    """GET /v1/scenes: each scene with its description, size and whether it has interaction data."""
-    return [
-        {"scene": s, "name": names.get(s, s), "description": router.texts[s], "items": sizes.get(s, 0), "interactive": s in interactive}
-        for s in router.scenes
-    ]
+from llmrec.store import Store
 
 
 class Recommender:
@@ -48,7 +40,7 @@ class Recommender:
         catalog = catalog if catalog is not None else load_catalog(self.config.catalog)
         self.catalog_name = catalog.name
         self.encoder = encoder or Encoder(self.config.encoder)
-        self.store = store or Store(self.config.store.url or default_store_path(self.catalog_name))
+        self.store = store or Store.open(self.config.store.url, self.catalog_name)
         self.router = SceneRouter.from_catalog(catalog, self.encoder.encode, self.config.router.default_scene)
         self.intent = IntentParser(self.config.intent, self.router.texts)
         self.retriever = Retriever(self.config, catalog, self.store, self.encoder, rebuild_index)
@@ -87,7 +79,7 @@ class Recommender:
         return self.ranking.record_events(events)
 
     def scenes(self) -> list[dict[str, Any]]:
-        return scene_listing(self.router, self.ranking.scene_names, self.retriever.scene_sizes(), set(self.ranking.collab))
+        return scene_listing(self.router.texts, self.ranking.scene_names, self.retriever.scene_sizes(), set(self.ranking.collab))
 
     def parse_intent(self, text: str) -> Intent:
         return asyncio.run(self.pipeline.parse_intent(text))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,7 @@ class Retriever:
         self.scenes = catalog.scenes["scene"].tolist()
         self.indexes = self.load_or_build_indexes(catalog, force=rebuild_index)
         self.store = store
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held by reads too: a follower thread applies writes
         self._item_seq = 0
         self.sync()
 
@@ -173,7 +174,7 @@ class Retriever:
             self.check_scene(item.scene)
         if len({i.item_id for i in items}) != len(items):
             raise RequestError("the same item_id appears twice in one batch")
-        now = int(pd.Timestamp.now().timestamp())
+        now = int(time.time())
         records = [ItemRecord(i.item_id, i.scene, i.title, i.text, dict(i.attributes), now) for i in items]
         if vectors is None:
             vectors = self.encoder.encode([r.render() for r in records])
@@ -205,15 +206,18 @@ class Retriever:
     ) -> Retrieved:
         """The `n` nearest items of the scene to the vector, plus `extra_ids` (e.g. collaborative
         candidates), all passing the exclusions and filters."""
-        self.sync()
-        index = self.indexes[self.check_scene(scene)]
-        allow = allow_filter(self.items, excluded, filters or Filters())
-        ids = [i for i, _ in index.search(vector, n, allow)] if vector is not None else []
-        seen = set(ids)
-        ids += [i for i in dict.fromkeys(extra_ids) if i not in seen and i in index and allow(i)]
-        vectors = index.vectors(ids) if ids else np.zeros((0, index.dim), dtype=np.float32)
+        with self._lock:
+            self.sync()
+            index = self.indexes[self.check_scene(scene)]
+            allow = allow_filter(self.items, excluded, filters or Filters())
+            ids = [i for i, _ in index.search(vector, n, allow)] if vector is not None else []
+            seen = set(ids)
+            ids += [i for i in dict.fromkeys(extra_ids) if i not in seen and i in index and allow(i)]
+            vectors = index.vectors(ids) if ids else np.zeros((0, index.dim), dtype=np.float32)
+            titles, attributes = [self.items[i].title for i in ids], [self.items[i].attributes for i in ids]
         semantic = vectors @ np.asarray(vector, dtype=np.float32) if vector is not None else np.zeros(len(ids), dtype=np.float32)
-        return Retrieved(ids, semantic, vectors, [self.items[i].title for i in ids], [self.items[i].attributes for i in ids])
+        return Retrieved(ids, semantic, vectors, titles, attributes)
 
     def scene_sizes(self) -> dict[str, int]:
-        return {s: len(i) for s, i in self.indexes.items()}
+        with self._lock:
+            return {s: len(i) for s, i in self.indexes.items()}

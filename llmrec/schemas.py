@@ -10,6 +10,7 @@ from llmrec.intent import Intent
 
 MAX_QUERY_CHARS = 2000
 MAX_HISTORY = 500
+MAX_BATCH = 1000
 Scalar = str | int | float | bool
 
 
@@ -86,6 +87,30 @@ class EventIn(_Model):
         if self.kind == "rating" and self.value is None:
             raise ValueError("a rating event needs a value")
         return self
+
+
+class IntentRequest(_Model):
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+
+
+class ItemBatch(_Model):
+    """Items to add or replace in one call (any scenes)."""
+
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> ItemBatch:
+        """`{"items": [...]}` or a single item object."""
+        return cls.model_validate(body) if "items" in body else cls(items=[ItemIn.model_validate(body)])
+
+
+class EventBatch(_Model):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> EventBatch:
+        """`{"events": [...]}` or a single event object."""
+        return cls.model_validate(body) if "events" in body else cls(events=[EventIn.model_validate(body)])
 
 
 class RecommendedItem(BaseModel):

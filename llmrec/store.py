@@ -9,10 +9,11 @@ synchronous=FULL) is the embedded default: a change is on disk before it is ackn
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from llmrec.config import ConfigError, llmrec_home
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS item_log (
@@ -70,6 +73,22 @@ def default_store_path(catalog_name: str) -> Path:
     return llmrec_home() / "state" / f"{catalog_name}.sqlite"
 
 
+def follow(sync: Callable[[], int], interval_s: float) -> threading.Event:
+    """Call `sync` every `interval_s` seconds in a daemon thread until the returned event is set:
+    how writes made elsewhere reach an idle replica within about that interval."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                sync()
+            except Exception:  # a failed poll is retried at the next tick; requests sync again anyway
+                log.exception("store sync failed")
+
+    threading.Thread(target=loop, name="llmrec-store-follow", daemon=True).start()
+    return stop
+
+
 class Store:
     """The change log of one catalog's writes. Thread-safe; one connection per Store."""
 
@@ -84,6 +103,16 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+
+    @classmethod
+    def open(cls, url: str | None, catalog_name: str) -> Store:
+        """The configured store, or the embedded default for this catalog."""
+        return cls(url or default_store_path(catalog_name))
+
+    def ping(self) -> None:
+        """Raises if the database cannot answer (health checks)."""
+        with self._lock:
+            self._db.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         with self._lock:

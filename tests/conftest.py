@@ -14,6 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TEST_HOME = Path(os.environ.get("LLMREC_TEST_HOME", REPO / ".llmrec" / "test-home"))
 os.environ["LLMREC_HOME"] = str(TEST_HOME)
+TEST_API_KEY = "test-admin-key"
+os.environ["LLMREC_API_KEY"] = TEST_API_KEY  # before any Ray starts: replicas inherit the environment
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +54,13 @@ def demo(demo_catalog, encoder, demo_store_path: Path):
     from llmrec.store import Store
 
     return Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=Store(demo_store_path))
+
+
+@pytest.fixture(scope="session")
+def local_ray(llmrec_home: Path):
+    """One local Ray for every test that needs a real one (Serve apps, Train jobs)."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, namespace="serve", include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

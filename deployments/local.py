@@ -1,0 +1,105 @@
+"""`llmrec serve`: the embedded default, a local Ray with the app of a Serve config file, on 127.0.0.1.
+
+It runs what `serve run deployments/configs/local.yaml` runs (the same Serve client call), after
+putting the port and the pipeline profile into the config, then waits until the app is running.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOCAL_SERVE_CONFIG = Path(__file__).parent / "configs" / "local.yaml"
+APP_NAME = "llmrec"
+
+
+def serve_config(path: Path, port: int, pipeline_config: str | None, overrides: list[str]) -> dict[str, Any]:
+    """The Serve config file with this run's port, pipeline profile and overrides applied."""
+    config = yaml.safe_load(path.read_text())
+    config.setdefault("http_options", {}).update(host="127.0.0.1", port=port)
+    for app in config["applications"]:
+        args = app.setdefault("args", {})
+        if pipeline_config:
+            args["config"] = pipeline_config
+        args["overrides"] = [*args.get("overrides", []), *overrides]
+    return config
+
+
+def wait_until_running(timeout_s: float) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None and app.status == "RUNNING":
+            return
+        if app is not None and app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise RuntimeError(f"the app failed to start ({app.status}): {app.message}")
+        time.sleep(1)
+    raise TimeoutError(f"the app was not running after {timeout_s:.0f} s; see the Serve logs under /tmp/ray/session_latest/logs/serve")
+
+
+def wait_until_ready(port: int, timeout_s: float) -> None:
+    """Poll /readyz: it answers 200 once every stage answers, which also warms the ingress's handles."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, TimeoutError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"the app did not become ready within {timeout_s:.0f} s; see /readyz and the Serve logs")
+
+
+def start(config: dict[str, Any], timeout_s: float = 1800) -> None:
+    """Start a local Ray and Serve, deploy the config's apps and wait until they run and are ready."""
+    import ray
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    if not ray.is_initialized():
+        ray.init(namespace="serve", include_dashboard=False, log_to_driver=False)
+    client = serve_api.serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
+    client.deploy_apps(schema, _blocking=False)
+    started = time.monotonic()
+    wait_until_running(timeout_s)
+    wait_until_ready(schema.http_options.port, max(60.0, timeout_s - (time.monotonic() - started)))
+
+
+def stop() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def serve_forever(port: int, pipeline_config: str | None, overrides: list[str], path: Path = LOCAL_SERVE_CONFIG) -> None:
+    """Run until Ctrl-C (or SIGTERM), then shut Serve and Ray down cleanly."""
+    print(f"starting Ray and the llmrec app from {path} (the first start embeds the catalog: minutes on 2 cores)...", flush=True)
+    start(serve_config(path, port, pipeline_config, overrides))
+    url = f"http://127.0.0.1:{port}"
+    print(
+        f"llmrec is serving at {url} (API docs: {url}/docs)\n"
+        f"  curl -s {url}/v1/recommend -H 'Content-Type: application/json' -d '{{\"query\": \"funny animated movie for kids\", \"k\": 5}}'\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except (KeyboardInterrupt, SystemExit):
+        print("stopping...", flush=True)
+    finally:
+        stop()
