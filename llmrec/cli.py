@@ -162,6 +162,31 @@ def cmd_bench_encoder(args: argparse.Namespace) -> None:
     _emit(args, result, bench.format_table(result))
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> None:
+    from llmrec import loadtest
+    from llmrec.catalog import load_catalog
+    from llmrec.recommender import Recommender
+
+    config = _config(args)
+    levels = [int(level) for level in args.concurrency.split(",")]
+    users = sorted(load_catalog(config.catalog).interactions["user_id"].unique())[:500]
+    mixes = {mix: loadtest.request_mix(mix, args.requests, users) for mix in args.mixes.split(",")}
+    over_http = lambda url: lambda bodies, n: loadtest.drive_http(url, bodies, n)  # noqa: E731
+    if args.url:
+        rows = loadtest.run_levels(over_http(args.url), "http", mixes, levels, args.warmup)
+    else:
+        from deployments.local import LOCAL_SERVE_CONFIG, serve_config, start, stop
+
+        start(serve_config(LOCAL_SERVE_CONFIG, args.port, args.config, args.set or []))
+        try:
+            rows = loadtest.run_levels(over_http(f"http://127.0.0.1:{args.port}"), "http", mixes, levels, args.warmup)
+        finally:
+            stop()
+    recommender = Recommender(config)
+    rows += loadtest.run_levels(lambda bodies, n: loadtest.drive_in_process(recommender.recommend, bodies, n), "in-process", mixes, levels, args.warmup)
+    _emit(args, {"levels": levels, "requests_per_level": args.requests, "rows": rows}, loadtest.format_rows(rows))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from llmrec.catalog import catalog_dir
 
@@ -258,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--limit", type=int, help="use only the first N texts")
     p.set_defaults(func=cmd_bench_encoder)
+    p = bench.add_parser("serve", parents=[common], help="HTTP load at several concurrency levels vs the in-process pipeline")
+    p.add_argument("--url", help="an already running app (default: start the local Serve app, then stop it)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--concurrency", default="1,4,16", help="comma-separated concurrency levels")
+    p.add_argument("--requests", type=int, default=100, help="requests per level and mix")
+    p.add_argument("--mixes", default="structured,free-text")
+    p.add_argument("--warmup", type=int, default=10)
+    p.set_defaults(func=cmd_bench_serve)
 
     try:  # the Ray jobs (`train` package): train encoder|reranker, index build --ray, bench train
         from train.cli import add_commands
