@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` (set up, then the main job) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
+PORT ?= 8000
 BIN := $(VENV)/bin
 export LLMREC_HOME ?= $(HOME)/.cache/llmrec
 
@@ -16,14 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[cpu,serve,train,gguf,dev]'
 	touch $@
 
-# The main job: prepare the demo catalog (movie, music, grocery) and recommend (the first call
-# embeds the catalog, about 5 minutes on 2 cores; later calls reuse the saved indexes).
+# The main job: prepare the demo catalog (movie, music, grocery), then serve the HTTP API on a local
+# Ray at http://127.0.0.1:8000 until Ctrl-C (the first start embeds the catalog, about 5 minutes on
+# 2 cores; later starts reuse the saved indexes). Admin routes need LLMREC_API_KEY set.
 run: setup
 	$(BIN)/llmrec data prepare demo
-	$(BIN)/llmrec recommend --scene movie --query "funny animated movie for kids" -k 10
-	$(BIN)/llmrec recommend --query "songs for a summer road trip" -k 5
-	$(BIN)/llmrec recommend --query "healthy snacks for my dog" -k 5
-	$(BIN)/llmrec recommend --user-id 1 -k 10
+	$(BIN)/llmrec serve --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest

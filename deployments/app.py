@@ -36,3 +36,7 @@ def build_app(args: AppArgs) -> Application:
         RetrieverDeployment.bind(config),
         RerankerDeployment.bind(config),
     )
+
+
+# The default app as an object, for `serve build deployments.app:app` (which takes no builder args).
+app = build_app(AppArgs())
