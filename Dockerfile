@@ -7,7 +7,7 @@
 #          --build-arg VARIANT=gpu --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 .
 #
 # VARIANT=cpu: torch 2.13.0 pinned and installed first (an unpinned torch pulls a multi-GB CUDA build),
-#   then '.[cpu,serve,train,gguf]' (faiss-cpu). Where torch==2.13.0 still resolves to a CUDA build,
+#   then '.[cpu,serve,train,gguf,postgres]' (faiss-cpu). Where torch==2.13.0 still resolves to a CUDA build,
 #   pass --build-arg TORCH_INDEX_URL=<the PyTorch CPU wheel index>.
 # VARIANT=gpu: '.[gpu,serve,train,gguf]' (faiss-gpu, vllm; vllm pins its own CUDA torch) on a CUDA
 #   base image whose CUDA major version your nodes' driver supports.
@@ -50,8 +50,8 @@ COPY --chown=ray llmrec /home/ray/src/llmrec
 COPY --chown=ray deployments /home/ray/src/deployments
 COPY --chown=ray train /home/ray/src/train
 RUN case "$VARIANT" in \
-      cpu) extras="cpu,serve,train,gguf" ;; \
-      gpu) extras="gpu,serve,train,gguf" ;; \
+      cpu) extras="cpu,serve,train,gguf,postgres" ;; \
+      gpu) extras="gpu,serve,train,gguf,postgres" ;; \
       *) echo "VARIANT must be cpu or gpu, not $VARIANT" >&2; exit 1 ;; \
     esac \
  && pip install "/home/ray/src[${extras}]" \

@@ -4,6 +4,8 @@ Each change gets a monotonically increasing sequence number, so any process (a C
 Serve replica) can catch up with `item_changes(after)` / `events(after)` and reach the same state.
 Item changes carry their embedding, so replaying them needs no encoder pass. SQLite (WAL,
 synchronous=FULL) is the embedded default: a change is on disk before it is acknowledged.
+PostgreSQL (`postgresql://...`) is for clusters, where replicas run on many machines; there writers
+take a table lock so that sequence numbers become visible in order and no follower skips one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from llmrec.config import ConfigError, llmrec_home
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
+SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS item_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     item_id TEXT NOT NULL,
@@ -41,6 +43,27 @@ CREATE TABLE IF NOT EXISTS event_log (
     value REAL,
     timestamp INTEGER NOT NULL,
     written_at REAL NOT NULL
+);
+"""
+
+
+POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS item_log (
+    seq BIGSERIAL PRIMARY KEY,
+    item_id TEXT NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+    scene TEXT, title TEXT, text TEXT, attributes TEXT, created_at BIGINT,
+    encoder TEXT, embedding BYTEA,
+    written_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_log (
+    seq BIGSERIAL PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value DOUBLE PRECISION,
+    timestamp BIGINT NOT NULL,
+    written_at DOUBLE PRECISION NOT NULL
 );
 """
 
@@ -90,45 +113,34 @@ def follow(sync: Callable[[], int], interval_s: float) -> threading.Event:
 
 
 class Store:
-    """The change log of one catalog's writes. Thread-safe; one connection per Store."""
+    """The change log of one catalog's writes: SQLite or PostgreSQL by URL (`Store.open`).
 
-    def __init__(self, path: Path | str) -> None:
-        if "://" in str(path) and not str(path).startswith("sqlite:///"):
-            raise ConfigError(f"store url {path!r}: only sqlite:///PATH is supported in this version")
-        path = Path(str(path).removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+    Subclasses run SQL written with `?` placeholders; `_write` appends rows in one transaction and
+    returns the last sequence number, `_read` returns rows. Thread-safe.
+    """
 
     @classmethod
-    def open(cls, url: str | None, catalog_name: str) -> Store:
-        """The configured store, or the embedded default for this catalog."""
-        return cls(url or default_store_path(catalog_name))
+    def open(cls, url: str | Path | None, catalog_name: str = "") -> Store:
+        """`postgresql://...`, `sqlite:///PATH` or a path; none means the embedded default for this catalog."""
+        url = str(url or default_store_path(catalog_name))
+        if url.startswith(("postgresql://", "postgres://")):
+            return PostgresStore(url)
+        if "://" in url and not url.startswith("sqlite:///"):
+            raise ConfigError(f"store url {url!r}: use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB")
+        return SQLiteStore(url)
+
+    def _write(self, sql: str, rows: list[tuple]) -> int:
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        raise NotImplementedError
 
     def ping(self) -> None:
         """Raises if the database cannot answer (health checks)."""
-        with self._lock:
-            self._db.execute("SELECT 1").fetchone()
+        self._read("SELECT 1", ())
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _write(self, sql: str, rows: list[tuple]) -> int:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(sql, rows)
-                seq = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return int(seq)
+        raise NotImplementedError
 
     def upsert_items(self, changes: Iterable[ItemChange]) -> int:
         """Append item upserts (with embeddings); returns the last sequence number written."""
@@ -160,24 +172,94 @@ class Store:
         )
 
     def item_changes(self, after: int = 0) -> list[ItemChange]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, item_id, op, scene, title, text, attributes, created_at, encoder, embedding"
-                " FROM item_log WHERE seq > ? ORDER BY seq",
-                (after,),
-            ).fetchall()
+        rows = self._read(
+            "SELECT seq, item_id, op, scene, title, text, attributes, created_at, encoder, embedding"
+            " FROM item_log WHERE seq > ? ORDER BY seq",
+            (after,),
+        )
         return [
             ItemChange(
                 seq=r[0], item_id=r[1], op=r[2], scene=r[3] or "", title=r[4] or "", text=r[5] or "",
                 attributes=json.loads(r[6]) if r[6] else None, created_at=r[7] or 0, encoder=r[8] or "",
-                embedding=np.frombuffer(r[9], dtype=np.float32) if r[9] else None,
+                embedding=np.frombuffer(bytes(r[9]), dtype=np.float32) if r[9] else None,
             )
             for r in rows
         ]
 
     def events(self, after: int = 0) -> list[EventRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, user_id, item_id, kind, value, timestamp FROM event_log WHERE seq > ? ORDER BY seq", (after,)
-            ).fetchall()
+        rows = self._read("SELECT seq, user_id, item_id, kind, value, timestamp FROM event_log WHERE seq > ? ORDER BY seq", (after,))
         return [EventRecord(seq=r[0], user_id=r[1], item_id=r[2], kind=r[3], value=r[4], timestamp=r[5]) for r in rows]
+
+
+class SQLiteStore(Store):
+    """The embedded default: one file, WAL, every commit synced to disk; safe across processes of one machine."""
+
+    def __init__(self, path: Path | str) -> None:
+        path = Path(str(path).removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SQLITE_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _write(self, sql: str, rows: list[tuple]) -> int:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
+            try:
+                self._db.executemany(sql, rows)
+                seq = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(seq)
+
+
+class PostgresStore(Store):
+    """A server database shared by every replica of a cluster (needs the `postgres` extra: psycopg)."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError(f"store url {url.split('@')[-1]!r} needs psycopg: pip install 'llmrec[postgres]'") from None
+        self.url = url
+        self._lock = threading.Lock()
+        self._db = psycopg.connect(url, autocommit=True)
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(72016)")  # CREATE IF NOT EXISTS races between replicas
+            self._db.execute(POSTGRES_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _read(self, sql: str, params: tuple) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql.replace("?", "%s"), params).fetchall()
+
+    def _write(self, sql: str, rows: list[tuple]) -> int:
+        if not rows:
+            return 0
+        table = sql.split()[2]  # INSERT INTO <table>
+        with self._lock, self._db.transaction():
+            # Writers in sequence order: a follower that read up to seq N never sees N-1 commit later.
+            self._db.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+            with self._db.cursor() as cursor:
+                cursor.executemany(sql.replace("?", "%s") + " RETURNING seq", rows, returning=True)
+                last = 0
+                while True:
+                    last = max(last, cursor.fetchone()[0])
+                    if not cursor.nextset():
+                        break
+        return int(last)

@@ -51,9 +51,9 @@ def demo(demo_catalog, encoder, demo_store_path: Path):
     """The demo recommender with real MiniLM indexes (built once, then loaded from LLMREC_HOME)."""
     from llmrec.config import PipelineConfig
     from llmrec.recommender import Recommender
-    from llmrec.store import Store
+    from llmrec.store import SQLiteStore
 
-    return Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=Store(demo_store_path))
+    return Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(demo_store_path))
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +64,39 @@ def local_ray(llmrec_home: Path):
         ray.init(num_cpus=4, namespace="serve", include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on a Unix socket (initdb + pg_ctl from the system's packages)."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    psycopg = pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server programs (initdb, pg_ctl) are not on PATH: install postgresql to run these tests")
+    root = Path(tempfile.mkdtemp(prefix="llmrec-pg-"))  # not under pytest's 0700 tree: the server user must reach it
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the packages' postgres user
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "llmrec", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+    options = f"-p {port} -k {root} -c listen_addresses=''"
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-w", "-o", options, "start"], check=True, capture_output=True)
+    try:
+        with psycopg.connect(f"postgresql://llmrec@/postgres?host={root}&port={port}", autocommit=True) as admin:
+            admin.execute("CREATE DATABASE llmrec")
+        yield f"postgresql://llmrec@/llmrec?host={root}&port={port}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

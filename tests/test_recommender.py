@@ -11,7 +11,7 @@ from llmrec.config import PipelineConfig
 from llmrec.errors import NotFoundError, RequestError
 from llmrec.recommender import Recommender
 from llmrec.schemas import EventIn, ItemIn, RecommendRequest
-from llmrec.store import Store
+from llmrec.store import SQLiteStore
 
 KIDS = {"Animation", "Children's"}
 
@@ -147,7 +147,7 @@ def test_acknowledged_writes_survive_a_restart(demo, demo_catalog, encoder, demo
     user = f"test-durable-user-{uuid.uuid4().hex[:8]}"
     demo.add_items([ItemIn(item_id=item_id, scene="music", title="Durable Disco", text="A disco anthem about write-ahead logs.")])
     demo.record_events([EventIn(user_id=user, item_id="Jaws (1975)", kind="rating", value=5)])
-    restarted = Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=Store(demo_store_path))
+    restarted = Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(demo_store_path))
     assert restarted.items[item_id].title == "Durable Disco" and item_id in restarted.indexes["music"]
     assert [h.item_id for h in restarted.histories.get(user)] == ["Jaws (1975)"]
     assert ask(restarted, scene="music", query="disco anthem about write-ahead logs", k=1).items[0].item_id == item_id
@@ -177,3 +177,16 @@ def test_scenes_report_sizes_and_which_are_cold(demo):
     assert set(scenes) == {"movie", "music", "grocery"}
     assert scenes["movie"]["interactive"] and not scenes["music"]["interactive"] and not scenes["grocery"]["interactive"]
     assert scenes["movie"]["items"] >= 3883 and scenes["grocery"]["items"] >= 5000
+
+
+def test_two_recommenders_share_writes_through_postgresql(demo_catalog, encoder, postgres_url):
+    """What two Serve replicas on different machines do: write through one, read through the other."""
+    config = PipelineConfig(store={"url": postgres_url})
+    writer = Recommender(config, catalog=demo_catalog, encoder=encoder)
+    reader = Recommender(config, catalog=demo_catalog, encoder=encoder)
+    item_id = f"test-pg-{uuid.uuid4().hex[:8]}"
+    user = f"test-pg-user-{uuid.uuid4().hex[:8]}"
+    writer.add_items([ItemIn(item_id=item_id, scene="music", title="Postgres Polka", text="A cheerful polka about write-ahead logs and replicas.")])
+    writer.record_events([EventIn(user_id=user, item_id="Jaws (1975)", kind="like")])
+    assert ask(reader, scene="music", query="a cheerful polka about replicas", k=1).items[0].item_id == item_id
+    assert ask(reader, user_id=user, k=3).user_known

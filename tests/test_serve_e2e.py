@@ -149,7 +149,7 @@ def test_concurrent_writes_and_reads_lose_nothing(server, app_config):
     found = recommend(server, scene="grocery", query=f"Crunchy snack number {tag}", k=50)
     assert {i["item_id"] for i in items} <= {i["item_id"] for i in found["items"]}
     store_url = next(o for o in app_config["applications"][0]["args"]["overrides"] if o.startswith("store.url="))
-    events = Store(store_url.removeprefix("store.url=")).events()
+    events = Store.open(store_url.removeprefix("store.url=")).events()
     assert sum(e.user_id == user for e in events) == 12
 
 

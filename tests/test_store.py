@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import numpy as np
 import pytest
 
-from llmrec.store import EventRecord, ItemChange, Store
+from llmrec.config import ConfigError
+from llmrec.store import EventRecord, ItemChange, PostgresStore, SQLiteStore, Store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    """A fresh database of each kind: a SQLite file, or a new schema-free PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'catalog.sqlite'}"
+    import psycopg
+
+    base = request.getfixturevalue("postgres_url")
+    name = f"t{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return base.replace("/llmrec?", f"/{name}?")
 
 
 @pytest.fixture
-def store(tmp_path):
-    opened = Store(tmp_path / "state" / "catalog.sqlite")
+def store(database):
+    opened = Store.open(database)
     yield opened
     opened.close()
 
@@ -89,15 +105,14 @@ def test_upsert_without_embedding_reads_back_none(store):
     assert store.item_changes()[0].embedding is None
 
 
-def test_writes_survive_closing_and_reopening(tmp_path):
-    path = tmp_path / "durable.sqlite"
-    first = Store(path)
+def test_writes_survive_closing_and_reopening(database):
+    first = Store.open(database)
     item = change("m1", seed=3)
     first.upsert_items([item])
     first.add_events([EventRecord("u1", "m1", "like", None, 5)])
     first.close()
 
-    reopened = Store(path)
+    reopened = Store.open(database)
     try:
         (read,) = reopened.item_changes()
         np.testing.assert_array_equal(read.embedding, item.embedding)
@@ -110,18 +125,17 @@ def test_writes_survive_closing_and_reopening(tmp_path):
 
 def test_sqlite_url_prefix_is_accepted(tmp_path):
     path = tmp_path / "url.sqlite"
-    store = Store(f"sqlite:///{path}")
+    store = Store.open(f"sqlite:///{path}")
     try:
-        assert store.path == path
+        assert isinstance(store, SQLiteStore) and store.path == path
         store.delete_items(["x"])
     finally:
         store.close()
     assert path.is_file()
 
 
-def test_a_write_from_one_store_is_visible_to_another_on_the_same_file(tmp_path):
-    path = tmp_path / "shared.sqlite"
-    replica_a, replica_b = Store(path), Store(path)
+def test_a_write_from_one_store_is_visible_to_another_on_the_same_database(database):
+    replica_a, replica_b = Store.open(database), Store.open(database)
     try:
         assert replica_b.item_changes() == []  # b has read before a writes
         seq = replica_a.upsert_items([change("m1", seed=4)])
@@ -170,12 +184,49 @@ def test_concurrent_writes_from_four_threads_sharing_a_store_lose_nothing(store)
     check_nothing_lost(store, workers=4, writes_each=50)
 
 
-def test_concurrent_writes_from_four_stores_on_one_file_lose_nothing(tmp_path):
-    path = tmp_path / "many.sqlite"
-    stores = [Store(path) for _ in range(4)]
+def test_concurrent_writes_from_four_stores_on_one_database_lose_nothing(database):
+    stores = [Store.open(database) for _ in range(4)]
     try:
         run_writers(stores, writes_each=50)
         check_nothing_lost(stores[0], workers=4, writes_each=50)
     finally:
         for opened in stores:
             opened.close()
+
+
+def test_a_follower_reading_during_concurrent_writes_never_skips_a_sequence_number(database):
+    """Followers catch up with `after=last seen`: a number that commits late would be lost to them."""
+    writers = [Store.open(database) for _ in range(3)]
+    follower = Store.open(database)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        last = 0
+        while not done.is_set() or follower.item_changes(after=last):
+            for c in follower.item_changes(after=last):
+                seen.append(c.seq)
+                last = c.seq
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        run_writers(writers, writes_each=30)
+    finally:
+        done.set()
+        thread.join(timeout=60)
+        for opened in [*writers, follower]:
+            opened.close()
+    assert len(seen) == 90 and seen == sorted(set(seen))
+
+
+def test_open_picks_the_database_by_url(tmp_path, postgres_url):
+    assert isinstance(Store.open(None, "demo"), SQLiteStore)
+    with pytest.raises(ConfigError, match="use sqlite:///PATH or postgresql://"):
+        Store.open("mysql://db/llmrec")
+    opened = Store.open(postgres_url)
+    try:
+        assert isinstance(opened, PostgresStore)
+        opened.ping()
+    finally:
+        opened.close()
