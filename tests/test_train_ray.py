@@ -79,7 +79,7 @@ def test_ray_data_index_build_publishes_a_new_version_the_retriever_loads_withou
     from llmrec.config import EncoderConfig, PipelineConfig
     from llmrec.encoder import Encoder
     from llmrec.index import VectorIndex
-    from llmrec.store import Store
+    from llmrec.store import SQLiteStore
     from llmrec.training.artifacts import current_version
     from train.index_job import IndexJob, build_index
 
@@ -96,7 +96,7 @@ def test_ray_data_index_build_publishes_a_new_version_the_retriever_loads_withou
     from llmrec.catalog import load_catalog
 
     catalog = load_catalog(str(small_catalog))
-    loaded = retriever.Retriever(config, catalog, Store(tmp_path / "state.sqlite"), encoder=lambda: pytest.fail("the retriever re-embedded"))
+    loaded = retriever.Retriever(config, catalog, SQLiteStore(tmp_path / "state.sqlite"), encoder=lambda: pytest.fail("the retriever re-embedded"))
     index = loaded.indexes["movie"]
     expected = Encoder(config.encoder).encode([loaded.items["Toy Story (1995)"].render()])[0]
     assert np.dot(index.vectors(["Toy Story (1995)"])[0], expected) > 0.9999
