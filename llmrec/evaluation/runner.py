@@ -1,0 +1,133 @@
+"""Run a protocol over named models: tune on validation, fit, rank the test users, score them.
+
+Model names: random, popularity, itemknn, ease, bpr, tfidf, zero-shot (the packaged MiniLM),
+finetuned (the encoder given with `encoder_dir`), llmrec-zero-shot and llmrec-finetuned (the
+pipeline's blend over that encoder), and llmrec: whichever llmrec variant is best on validation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmrec.errors import LLMRecError
+from llmrec.evaluation.baselines import (
+    BPR,
+    EASE,
+    Embedder,
+    EncoderRanker,
+    ItemKNN,
+    Model,
+    Popularity,
+    Random,
+    TfIdf,
+)
+from llmrec.evaluation.hybrid import Hybrid
+from llmrec.evaluation.protocols import RankingSetup
+from llmrec.evaluation.tasks import evaluate, metric_specs, top_k
+
+PACKAGED_ENCODER = "all-MiniLM-L6-v2"
+BASELINES: dict[str, type[Model]] = {
+    "random": Random,
+    "popularity": Popularity,
+    "itemknn": ItemKNN,
+    "ease": EASE,
+    "bpr": BPR,
+    "tfidf": TfIdf,
+}
+ENCODER_MODELS = ("zero-shot", "finetuned", "llmrec-zero-shot", "llmrec-finetuned", "llmrec")
+RANKING_MODELS = (*BASELINES, *ENCODER_MODELS)
+
+
+@dataclass
+class Run:
+    """One protocol run: per model its test metrics, what tuning chose, and its top-k lists."""
+
+    protocol: str
+    results: dict[str, dict[str, float]] = field(default_factory=dict)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: list[tuple[str, str, str, int, float]] = field(default_factory=list)
+
+
+class Models:
+    """Builds models by name, sharing one Embedder per encoder so each catalog is embedded once."""
+
+    def __init__(self, encoder_dir: str | None) -> None:
+        if encoder_dir and not Path(encoder_dir).is_dir():
+            raise LLMRecError(f"--encoder {encoder_dir} is not a directory: give a sentence-transformers model directory")
+        self.encoder_dir = encoder_dir
+        self.embedders: dict[str, Embedder] = {}
+
+    def embedder(self, variant: str) -> Embedder:
+        spec = PACKAGED_ENCODER if variant == "zero-shot" else str(self.encoder_dir)
+        return self.embedders.setdefault(spec, Embedder(spec))
+
+    def variants(self, name: str) -> list[str]:
+        """'llmrec' stands for every pipeline variant this run can build (the best is kept)."""
+        if name not in RANKING_MODELS:
+            raise LLMRecError(f"unknown model {name!r}; choose from {', '.join(RANKING_MODELS)}")
+        if name.endswith("finetuned") and not self.encoder_dir:
+            raise LLMRecError(f"model {name!r} needs --encoder DIR (a sentence-transformers model directory)")
+        if name != "llmrec":
+            return [name]
+        return ["llmrec-zero-shot"] + (["llmrec-finetuned"] if self.encoder_dir else [])
+
+    def build(self, name: str) -> Model:
+        if name in BASELINES:
+            return BASELINES[name]()
+        if name in ("zero-shot", "finetuned"):
+            return EncoderRanker(name, self.embedder(name))
+        return Hybrid(name, self.embedder(name.removeprefix("llmrec-")))  # llmrec-zero-shot, llmrec-finetuned
+
+
+def check_names(names: list[str], encoder_dir: str | None) -> Models:
+    """The model factory for a run, once every name is known to be buildable (before any work)."""
+    models = Models(encoder_dir)
+    for name in names:
+        models.variants(name)
+    return models
+
+
+def run_ranking(setup: RankingSetup, names: list[str], encoder_dir: str | None = None) -> Run:
+    """Tune each model on validation (never test), fit it on the final training data, rank the test
+    query users and compute the protocol's metrics. With several test query sets (cold-user steps)
+    each metric is reported per set as 'metric (set)'."""
+    models, run = check_names(names, encoder_dir), Run(setup.name)
+    specs = metric_specs(setup.metrics)
+    tuned: dict[str, tuple[Model, float, float]] = {}
+    for name in names:
+        for variant in models.variants(name):
+            if variant not in tuned:
+                started = time.perf_counter()
+                model = models.build(variant)
+                value = model.tune(setup.tune_train, setup.valid, specs[0])
+                if setup.train is not setup.tune_train:
+                    model.fit(setup.train)
+                tuned[variant] = (model, value, time.perf_counter() - started)
+        best = max(models.variants(name), key=lambda v: tuned[v][1])
+        model, value, fit_seconds = tuned[best]
+        started = time.perf_counter()
+        metrics: dict[str, float] = {}
+        for queries in setup.test:
+            scores = model.score(queries)
+            ranked = top_k(scores, queries, setup.k)
+            found = evaluate(queries, ranked, specs)
+            suffix = f" ({queries.name})" if len(setup.test) > 1 else ""
+            metrics.update({f"{metric}{suffix}": value for metric, value in found.items()})
+            label = f"{name}@{queries.name}" if len(setup.test) > 1 else name
+            for user, row, items in zip(queries.user_ids, scores, ranked):
+                run.predictions += [
+                    (label, user, str(setup.items.ids[item]), rank, float(row[item])) for rank, item in enumerate(items, 1)
+                ]
+        run.results[name] = metrics
+        run.details[name] = {
+            "variant": best,
+            "params": dict(model.params),
+            "blend_weights": getattr(model, "blend_weights", None),
+            f"validation {specs[0][0]}": round(value, 4),
+            "fit_seconds": round(fit_seconds, 1),
+            "score_seconds": round(time.perf_counter() - started, 1),
+        }
+    return run
