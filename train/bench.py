@@ -6,6 +6,8 @@ On one machine, in one run, over the same texts and the same training batches:
 - the plain-torch training step in this process (samples/s) vs the same loop under Ray Train's
   TorchTrainer (samples/s measured inside the workers, first step excluded), and the TorchTrainer
   job's wall time including its start-up.
+The raw baselines run with as many torch threads as one Ray worker or actor gets (Ray sets
+OMP_NUM_THREADS to its CPU count, 1 here), so a ratio compares the same compute.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ def train_benchmark(config: PipelineConfig, steps: int = 20, batch_size: int = 1
     text = CatalogText.of(catalog)
     texts = list(text.texts.values())[:items]
     rows: list[dict[str, Any]] = []
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a Ray worker / actor with num_cpus=1 runs with
 
     st = SentenceTransformer(model, device=device)
     st.max_seq_length = max_seq_length
@@ -52,7 +58,7 @@ def train_benchmark(config: PipelineConfig, steps: int = 20, batch_size: int = 1
     started = time.perf_counter()
     st.encode(texts, batch_size=256)
     raw_items = len(texts) / (time.perf_counter() - started)
-    rows.append({"what": "embed: raw sentence-transformers encode", "unit": "items/s", "value": round(raw_items, 1)})
+    rows.append({"what": "embed: raw sentence-transformers encode, 1 thread", "unit": "items/s", "value": round(raw_items, 1)})
     del st
 
     job = TrainJob(num_workers=num_workers, use_gpu=use_gpu, max_steps=steps + 1, batch_size=batch_size, max_seq_length=max_seq_length)
@@ -69,7 +75,8 @@ def train_benchmark(config: PipelineConfig, steps: int = 20, batch_size: int = 1
     hooks = LocalHooks({c: pairs[c].tolist() for c in ("user_text", "item_text", "negative_text")}, batch_size, device)
     train_loop(loop, hooks)
     plain = hooks.reports[-1]["samples_per_s"]
-    rows.append({"what": "train step: plain torch, this process", "unit": "samples/s", "value": plain})
+    torch.set_num_threads(threads)
+    rows.append({"what": "train step: plain torch, this process, 1 thread", "unit": "samples/s", "value": plain})
 
     import ray
 

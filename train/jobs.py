@@ -150,9 +150,10 @@ def prepare_data(job: TrainJob) -> tuple[Path, Any, dict[str, Any]]:
         started = time.perf_counter()
         pairs = P.encoder_pairs(text, split.train, job.pairs_per_user, job.max_pairs, job.request_fraction, SPLIT["seed"], job.item_fraction)
         pool = sorted(set(pairs["item_id"]))  # negatives come from training items only: never a cold item
-        vectors = embed_with_ray(pd.DataFrame({"item_id": pool, "text": [text.texts[i] for i in pool]}), job.base_model, job.max_seq_length, job.embed_actors, job.use_gpu)
-        pairs["negative_id"] = P.mine_hard_negatives(pairs, pool, np.stack(vectors["vector"].to_list()), P.seen_items(split.train), seed=SPLIT["seed"])
-        pairs["negative_text"] = [text.texts[i] for i in pairs["negative_id"]]
+        if job.hard_negatives or job.task == "reranker":
+            vectors = embed_with_ray(pd.DataFrame({"item_id": pool, "text": [text.texts[i] for i in pool]}), job.base_model, job.max_seq_length, job.embed_actors, job.use_gpu)
+            pairs["negative_id"] = P.mine_hard_negatives(pairs, pool, np.stack(vectors["vector"].to_list()), P.seen_items(split.train), seed=SPLIT["seed"])
+            pairs["negative_text"] = [text.texts[i] for i in pairs["negative_id"]]
         table = pairs if job.task == "encoder" else P.reranker_pairs(text, pairs, split.train, seed=SPLIT["seed"])
         directory.mkdir(parents=True, exist_ok=True)
         staging = directory / ".pairs.parquet.tmp"
