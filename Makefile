@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[cpu,serve,train,gguf,postgres,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,serve,train,gguf,postgres,eval,dev]'
 	touch $@
 
 # The main job: prepare the demo catalog (movie, music, grocery), then serve the HTTP API on a local

@@ -199,7 +199,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve_forever(args.port, args.config, overrides, args.serve_config or LOCAL_SERVE_CONFIG)
 
 
+def cmd_eval_intent(args: argparse.Namespace) -> None:
+    from llmrec.catalog import load_catalog
+    from llmrec.intent import IntentParser
+    from llmrec.intent_eval import evaluate, load_cases, markdown
+
+    config = _config(args)
+    intent_config = config.intent.model_copy(update={"backend": args.backend}) if args.backend else config.intent
+    intent_config = type(intent_config).model_validate(intent_config.model_dump())
+    cases = load_cases(args.cases, args.split)[: args.reduced or None]
+    scenes = load_catalog(config.catalog).scenes
+    started = time.perf_counter()
+    parser = IntentParser(intent_config, dict(zip(scenes["scene"], scenes["description"])))
+    load_s = time.perf_counter() - started
+    report = {**evaluate(parser, cases), "split": args.split, "load_s": round(load_s, 1)}
+    _emit(args, report, f"{markdown(report)}\nloaded in {load_s:.1f} s")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.protocol == "intent":  # the intent parser's labelled set, not a ranking protocol
+        return cmd_eval_intent(args)
     from llmrec.config import llmrec_home
     from llmrec.evaluation import run_protocol
     from llmrec.evaluation.report import as_json, markdown, save, write_predictions
@@ -304,13 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-config", type=Path, help="Serve config file (default deployments/configs/local.yaml)")
     p.set_defaults(func=cmd_serve)
 
-    p = commands.add_parser("eval", parents=[common], help="offline evaluation: ml100k-msr, ml1m-cold-items, ml1m-cold-users, ml1m-scenes")
+    p = commands.add_parser("eval", parents=[common], help="offline evaluation: ml100k-msr, ml1m-cold-items, ml1m-cold-users, ml1m-scenes; intent (the intent parser)")
     p.add_argument("protocol")
     p.add_argument("--models", default="random,popularity,ease,llmrec", help="comma-separated, e.g. random,popularity,itemknn,ease,bpr,tfidf,zero-shot,finetuned,llmrec")
     p.add_argument("--encoder", type=Path, help="fine-tuned sentence-transformers directory: the model 'finetuned' (and an llmrec variant)")
     p.add_argument("--predictions", type=Path, help="write every ranked list as CSV: model,user_id,item_id,rank,score")
     p.add_argument("--output", type=Path, help="where the JSON result and PNG plot go (default LLMREC_HOME/eval)")
     p.add_argument("--reduced", type=int, metavar="N", help="quick check: at most N evaluated users (rows for ml1m-scenes)")
+    p.add_argument("--cases", type=Path, help="intent: labelled JSONL (default: the packaged llmrec/data/intent_cases.jsonl)")
+    p.add_argument("--backend", choices=["none", "transformers", "vllm"], help="intent: parser backend (default: the config's intent.backend)")
+    p.add_argument("--split", choices=["dev", "test", "all"], default="all", help="intent: the cases' split to evaluate")
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("scenes", parents=[common], help="list the catalog's scenes")
