@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llmrec.errors import LLMRecError
 from llmrec.evaluation.runner import Run
 
 
@@ -32,7 +33,10 @@ def markdown(run: Run) -> str:
 
 def plot(run: Run, path: Path) -> Path:
     """Grouped bars: one group per metric, one bar per model."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise LLMRecError("the plot needs matplotlib: pip install 'llmrec[eval]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -41,7 +45,7 @@ def plot(run: Run, path: Path) -> Path:
     columns = list(dict.fromkeys(k for metrics in run.results.values() for k in metrics))
     models = list(run.results)
     width = 0.8 / max(len(models), 1)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.2 * len(columns) + 0.3 * len(columns) * len(models)), 4.5))
+    figure, axes = plt.subplots(figsize=(min(16.0, max(6.0, 1.2 * len(columns) + 0.15 * len(columns) * len(models))), 5.0))
     positions = np.arange(len(columns))
     for i, model in enumerate(models):
         values = [run.results[model].get(c, np.nan) for c in columns]

@@ -34,7 +34,7 @@ C_GRID = (0.1, 0.3, 1.0)
 
 @dataclass
 class SceneSplit:
-    """Rows with `label` (rating > 3) and `scene`; `features` builds model inputs for any rows."""
+    """Rows with `label` (rating > 3) and `scene`, and the catalog the feature vocabularies come from."""
 
     train: pd.DataFrame
     valid: pd.DataFrame
@@ -137,17 +137,15 @@ def predict(name: str, split: SceneSplit, features: Features) -> tuple[np.ndarra
             features.matrix(train, aware), train["label"].to_numpy(), features.matrix(valid, aware), valid["label"].to_numpy()
         )
         return model.predict_proba(features.matrix(test, aware))[:, 1], {"C": c, "validation auc": round(value, 4)}
-    if name == "per-scene":
-        out, chosen = np.zeros(len(test)), {}
-        for scene in SCENES:
-            tr, va, te = (f[f["scene"] == scene] for f in (train, valid, test))
-            value, c, model = _logistic(
-                features.matrix(tr, False), tr["label"].to_numpy(), features.matrix(va, False), va["label"].to_numpy()
-            )
-            out[(test["scene"] == scene).to_numpy()] = model.predict_proba(features.matrix(te, False))[:, 1]
-            chosen[scene] = {"C": c, "validation auc": round(value, 4)}
-        return out, chosen
-    raise ValueError(f"no such scene model {name!r}")  # run_scenes checks names first
+    out, chosen = np.zeros(len(test)), {}  # per-scene (run_scenes checked the name)
+    for scene in SCENES:
+        tr, va, te = (f[f["scene"] == scene] for f in (train, valid, test))
+        value, c, model = _logistic(
+            features.matrix(tr, False), tr["label"].to_numpy(), features.matrix(va, False), va["label"].to_numpy()
+        )
+        out[(test["scene"] == scene).to_numpy()] = model.predict_proba(features.matrix(te, False))[:, 1]
+        chosen[scene] = {"C": c, "validation auc": round(value, 4)}
+    return out, chosen
 
 
 def scene_metrics(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
