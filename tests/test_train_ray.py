@@ -1,4 +1,4 @@
-"""The Ray jobs on a local Ray (one per session, 4 logical CPUs over this machine's cores):
+"""The Ray jobs on the session's shared local Ray (conftest `local_ray`, 4 logical CPUs):
 DDP fine-tuning that crashes and resumes, and the Ray Data index build that switches versions."""
 
 from __future__ import annotations
@@ -10,15 +10,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="session")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")
