@@ -34,9 +34,6 @@ class RerankerDeployment:
     def record_events(self, events: Sequence[EventIn]) -> int:
         return self.ranking.record_events(events)
 
-    def sync(self) -> int:
-        return self.ranking.sync()
-
     def scene_info(self) -> dict[str, Any]:
         return {"names": self.ranking.scene_names, "interactive": sorted(self.ranking.collab)}
 

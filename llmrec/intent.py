@@ -216,29 +216,40 @@ def output_schema(scenes: Sequence[str]) -> dict[str, Any]:
 # Reading the model's answer: lenient JSON, then field by field into the schema.
 
 
+class _JsonScanner:
+    """Follows JSON text as it streams in: inside a string or not, and the brackets still open."""
+
+    def __init__(self, closers: Sequence[str] = (), in_string: bool = False) -> None:
+        self.closers = list(closers)  # what closes each open bracket, innermost last
+        self.in_string = in_string
+        self.escaped = False
+
+    def feed(self, text: str) -> None:
+        for ch in text:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif ch == "\\":
+                    self.escaped = True
+                elif ch == '"':
+                    self.in_string = False
+            elif ch == '"':
+                self.in_string = True
+            elif ch in "{[":
+                self.closers.append("}" if ch == "{" else "]")
+            elif ch in "}]" and self.closers:
+                self.closers.pop()
+
+
 def _close_json(fragment: str) -> str:
     """Close an answer cut off mid-way: open string, dangling key or comma, open brackets."""
-    stack: list[str] = []
-    in_string = escaped = False
-    for ch in fragment:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]" and stack:
-            stack.pop()
-    out = fragment + ('"' if in_string else "")
+    scanner = _JsonScanner()
+    scanner.feed(fragment)
+    out = fragment + ('"' if scanner.in_string else "")
     out = re.sub(r'(,\s*"[^"]*"\s*:\s*|,\s*)$', "", out.rstrip())  # dangling key or comma
     if out.endswith(":"):
         out += " null"
-    return out + "".join(reversed(stack))
+    return out + "".join(reversed(scanner.closers))
 
 
 def extract_json(raw: str) -> tuple[dict[str, Any] | None, bool]:
@@ -553,7 +564,7 @@ class TransformersBackend:
             return '{"scene":' + self.tokenizer.decode(scene_ids) + ' "keywords": []}'
         pending = pending + self.after_scene
         generated: list[int] = []
-        depth, in_string, escaped = 2, True, False  # inside {"scene": ..., "keywords": [" 
+        scanner = _JsonScanner(["}", "]"], in_string=True)  # inside {"scene": ..., "keywords": ["
         for _ in range(self.config.max_new_tokens):
             logits = self._step(pending)
             token = int(logits.argmax())
@@ -561,21 +572,8 @@ class TransformersBackend:
                 break
             generated.append(token)
             pending = [token]
-            for ch in self.tokenizer.decode([token]):
-                if in_string:
-                    if escaped:
-                        escaped = False
-                    elif ch == "\\":
-                        escaped = True
-                    elif ch == '"':
-                        in_string = False
-                elif ch == '"':
-                    in_string = True
-                elif ch in "{[":
-                    depth += 1
-                elif ch in "}]":
-                    depth -= 1
-            if depth <= 0:
+            scanner.feed(self.tokenizer.decode([token]))
+            if not scanner.closers:
                 break
         return '{"scene":' + self.tokenizer.decode(scene_ids + self.after_scene + generated)
 
