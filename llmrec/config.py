@@ -60,6 +60,12 @@ class RerankConfig(_Section):
     ease_lambda: float = Field(500.0, gt=0, description="L2 regularisation of the EASE item-item model.")
     ease_max_items: int = Field(20_000, ge=1, description="Scenes with more interacted items use co-occurrence instead of EASE.")
     positive_rating: float = Field(4.0, description="Ratings at or above this count as a like.")
+    cross_encoder: str | None = Field(
+        None, description="Directory of a reranker trained by `llmrec train reranker`; it rescores the blend's best `cross_candidates` (None: the blend alone)."
+    )
+    cross_weight: float = Field(0.5, ge=0, le=1, description="Share of the cross-encoder in the score of the candidates it rescores.")
+    cross_candidates: int = Field(30, ge=2, description="How many of the blend's best candidates the cross-encoder rescores (its cost is per pair).")
+    cross_device: str = Field("cpu", description="torch device of the cross-encoder: cpu, cuda.")
 
 
 class IntentConfig(_Section):

@@ -1,13 +1,15 @@
 """A trained cross-encoder as a reranking signal (the artifact of `llmrec train reranker`).
 
-It scores (request or user text, item text) pairs jointly, which a two-tower encoder cannot;
-`blend` mixes its min-max scaled scores into the first-stage ranking score, so it adds to the
-semantic, collaborative and popularity signals rather than replacing them.
+It scores (request or user text, item text) pairs jointly, which a two-tower encoder cannot, at a
+cost per pair: so it only rescores the head of the first-stage ranking (`rescore_head`), where
+`blend` mixes its min-max scaled scores into the first-stage score: it adds to the semantic,
+collaborative and popularity signals rather than replacing them. Serving (`rerank.Reranker`) and
+the offline evaluation (`evaluation.cross`) both go through `rescore_head`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -40,3 +42,19 @@ def blend(first_stage: np.ndarray, cross: np.ndarray, weight: float = 0.5) -> np
     if len(first_stage) != len(cross):
         raise ValueError(f"blend got {len(first_stage)} first-stage scores but {len(cross)} cross-encoder scores")
     return (1.0 - weight) * _minmax(np.asarray(first_stage, dtype=np.float64)) + weight * _minmax(np.asarray(cross, dtype=np.float64))
+
+
+def rescore_head(scores: np.ndarray, cross: Callable[[np.ndarray], np.ndarray], weight: float, size: int) -> np.ndarray:
+    """The first-stage `scores` with their best `size` entries reordered by `blend` with the
+    cross-encoder (`cross(positions)` scores those entries) and mapped back into the head's own score
+    range, so the head stays above the tail and the scores keep their scale."""
+    scores = np.asarray(scores, dtype=np.float64)
+    head = np.argsort(-scores, kind="stable")[:size]
+    head = head[np.isfinite(scores[head])]  # what may not be ranked (-inf) is never in the head
+    if weight <= 0.0 or len(head) < 2:
+        return scores.copy()
+    low, high = scores[head].min(), scores[head].max()
+    mixed = blend(scores[head], np.asarray(cross(head), dtype=np.float64), weight)
+    out = scores.copy()
+    out[head] = low + _minmax(mixed) * (high - low) if high - low > 1e-12 else low + _minmax(mixed) * 1e-6
+    return out

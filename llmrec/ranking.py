@@ -3,7 +3,8 @@
 It holds every user's history (the catalog's plus the stored events), profiles, one collaborative
 model per scene and popularity; it turns a request into the user's side of the query (the text to
 embed, the history, what to exclude), proposes collaborative candidates, and ranks the retrieved
-candidates with the blend + MMR of `rerank.Reranker`, giving each a reason.
+candidates with the blend + MMR of `rerank.Reranker` (the blend's head rescored by a trained
+cross-encoder when `rerank.cross_encoder` names one), giving each a reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,9 +23,10 @@ import pandas as pd
 from llmrec.catalog import Catalog
 from llmrec.collab import ItemItemModel, Popularity
 from llmrec.config import PipelineConfig
-from llmrec.errors import NotFoundError, RequestError
+from llmrec.crossrerank import CrossReranker
+from llmrec.errors import AssetError, NotFoundError, RequestError
 from llmrec.items import allow_filter, items_from_catalog, record_from_change
-from llmrec.rerank import Candidate, Reranker
+from llmrec.rerank import Candidate, CrossScores, Reranker
 from llmrec.retriever import Retrieved
 from llmrec.schemas import EventIn, Filters, RecommendedItem, RecommendRequest
 from llmrec.store import EventRecord, Store
@@ -96,6 +99,7 @@ class RankingStage:
     def __init__(self, config: PipelineConfig, catalog: Catalog, store: Store) -> None:
         self.config = config
         self.reranker = Reranker(config.rerank)
+        self.cross = self._load_cross(config)
         self.items = items_from_catalog(catalog)
         self.scene_names = dict(zip(catalog.scenes["scene"], catalog.scenes["name"]))
         self.profiles = {u: json.loads(a) for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
@@ -107,6 +111,14 @@ class RankingStage:
         self._item_seq = 0
         self._event_seq = 0
         self.sync()
+
+    @staticmethod
+    def _load_cross(config: PipelineConfig) -> CrossReranker | None:
+        if not config.rerank.cross_encoder:
+            return None
+        if not Path(config.rerank.cross_encoder).expanduser().is_dir():
+            raise AssetError(f"rerank.cross_encoder {config.rerank.cross_encoder} is not a directory: give the output of `llmrec train reranker`")
+        return CrossReranker(str(Path(config.rerank.cross_encoder).expanduser()), device=config.rerank.cross_device)
 
     def _fit_collab(self, catalog: Catalog) -> dict[str, ItemItemModel]:
         scene_of = catalog.items.set_index("item_id")["scene"]
@@ -222,9 +234,15 @@ class RankingStage:
                 collaborative = float(scores[position]) if position is not None else 0.0
                 pool.append(Candidate(item_id, float(retrieved.semantic[n]), collaborative, self.popularity.prior(item_id)))
             has_history = any(c.collaborative for c in pool)
-            ranked = self.reranker.rank(pool, retrieved.vectors, k, has_text=has_text, has_history=has_history)
+            ranked = self.reranker.rank(pool, retrieved.vectors, k, has_text=has_text, has_history=has_history, cross=self._cross_scores(context.text))
             items = [self._explain(c, request, scene, history, context.has_taste_text) for c in ranked if c.item_id in self.items]
             return Ranked(items, model.method if model is not None else "none")
+
+    def _cross_scores(self, text: str) -> CrossScores | None:
+        """The trained cross-encoder's scores of (this request's text, item text), if one is configured."""
+        if self.cross is None or not text:
+            return None
+        return lambda ids: self.cross.scores(text, [self.items[i].render() for i in ids])
 
     def _is_new(self, item_id: str) -> bool:
         """Added recently and nobody has interacted with it yet: the item cold-start case."""

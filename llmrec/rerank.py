@@ -1,17 +1,22 @@
 """The first-stage reranker: blend semantic, collaborative and popularity signals, then diversify.
 
 No training needed: each signal is min-max scaled over the candidate set and mixed with the
-configured weights (the collaborative weight only counts when the user has history). MMR then
-trades a little score for variety, using the item vectors the retriever already holds.
+configured weights (the collaborative weight only counts when the user has history). A trained
+cross-encoder, when configured, then reorders the head of that ranking (`crossrerank.rescore_head`).
+MMR finally trades a little score for variety, using the item vectors the retriever already holds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from llmrec.config import RerankConfig
+from llmrec.crossrerank import rescore_head
+
+CrossScores = Callable[[Sequence[str]], np.ndarray]  # item ids → cross-encoder scores for this request
 
 
 @dataclass
@@ -56,11 +61,16 @@ class Reranker:
         k: int,
         has_text: bool,
         has_history: bool,
+        cross: CrossScores | None = None,
     ) -> list[Candidate]:
-        """Top-k candidates by maximal marginal relevance over the blended score."""
+        """Top-k candidates by maximal marginal relevance over the blended score (its head rescored
+        with `cross` when given)."""
         if not candidates:
             return []
         scores = self.blend(candidates, has_text, has_history)
+        if cross is not None:
+            ids = [c.item_id for c in candidates]
+            scores = rescore_head(scores, lambda head: cross([ids[i] for i in head]), self.config.cross_weight, self.config.cross_candidates)
         for candidate, score in zip(candidates, scores):
             candidate.score = float(score)
         order = mmr(scores, vectors, k, self.config.mmr_lambda)

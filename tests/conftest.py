@@ -41,6 +41,31 @@ def encoder():
     return Encoder()
 
 
+def nudge_weights(model) -> None:
+    """Stand-in for training a model in a test: change every weight a little, reproducibly."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+
+
+@pytest.fixture(scope="session")
+def exported_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cross-encoder directory as `llmrec train reranker` exports it (MiniLM, nudged weights)."""
+    from llmrec.assets import resolve_model
+    from llmrec.training.export import export_cross_encoder
+    from llmrec.training.model import CrossScorer
+
+    base = resolve_model("all-MiniLM-L6-v2")
+    scorer = CrossScorer(base)
+    nudge_weights(scorer)
+    directory = tmp_path_factory.mktemp("models") / "reranker"
+    export_cross_encoder(scorer.state_dict(), base, directory, {})
+    return directory
+
+
 @pytest.fixture(scope="session")
 def demo_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("state") / "demo.sqlite"

@@ -190,3 +190,25 @@ def test_two_recommenders_share_writes_through_postgresql(demo_catalog, encoder,
     writer.record_events([EventIn(user_id=user, item_id="Jaws (1975)", kind="like")])
     assert ask(reader, scene="music", query="a cheerful polka about replicas", k=1).items[0].item_id == item_id
     assert ask(reader, user_id=user, k=3).user_known
+
+
+def test_a_trained_cross_encoder_reorders_the_head_of_the_served_ranking(demo_catalog, encoder, exported_reranker, tmp_path):
+    from llmrec.crossrerank import CrossReranker
+
+    query = "a funny animated film for children"
+    plain = Recommender(PipelineConfig.model_validate({"rerank": {"mmr_lambda": 1.0}}), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(tmp_path / "a.sqlite"))
+    head = [i.item_id for i in ask(plain, scene="movie", query=query, k=6).items]
+    crossed_config = {"rerank": {"mmr_lambda": 1.0, "cross_encoder": str(exported_reranker), "cross_weight": 1.0, "cross_candidates": 6}}
+    crossed = Recommender(PipelineConfig.model_validate(crossed_config), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(tmp_path / "b.sqlite"))
+    served = ask(crossed, scene="movie", query=query, k=6).items
+    scores = CrossReranker(str(exported_reranker)).scores(query, [crossed.items[i].render() for i in head])
+    assert [i.item_id for i in served] == [head[n] for n in sorted(range(6), key=lambda n: -scores[n])]
+    assert served != head and all(0.0 <= i.score <= 1.0 for i in served)
+
+
+def test_a_missing_cross_encoder_directory_is_a_clear_error(demo_catalog, encoder, tmp_path):
+    from llmrec.errors import AssetError
+
+    config = PipelineConfig.model_validate({"rerank": {"cross_encoder": str(tmp_path / "nowhere")}})
+    with pytest.raises(AssetError, match="is not a directory: give the output of `llmrec train reranker`"):
+        Recommender(config, catalog=demo_catalog, encoder=encoder, store=SQLiteStore(tmp_path / "c.sqlite"))

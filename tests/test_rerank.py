@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from llmrec.config import RerankConfig
+from llmrec.crossrerank import rescore_head
 from llmrec.rerank import Candidate, Reranker, _minmax, mmr
 
 
@@ -107,3 +108,42 @@ def test_rank_with_diversity_returns_k_distinct_candidates():
 
 def test_rank_of_no_candidates_is_empty():
     assert Reranker().rank([], np.zeros((0, 8)), k=5, has_text=True, has_history=True) == []
+
+
+def test_cross_encoder_reorders_only_the_head_and_keeps_it_above_the_tail():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
+    cross = {0: 0.0, 1: 0.2, 2: 1.0, 3: 0.5}  # the cross-encoder prefers item 2, then 3
+    asked = []
+
+    def score(head: np.ndarray) -> np.ndarray:
+        asked.append(head.tolist())
+        return np.array([cross[int(i)] for i in head])
+
+    out = rescore_head(scores, score, weight=1.0, size=4)
+    assert asked == [[0, 1, 2, 3]]  # only the head is scored
+    assert np.argsort(-out, kind="stable").tolist() == [2, 3, 1, 0, 4, 5]
+    assert out[:4].max() == pytest.approx(0.9) and out[:4].min() == pytest.approx(0.6)  # the head's own range
+    np.testing.assert_array_equal(out[4:], scores[4:])
+    np.testing.assert_array_equal(rescore_head(scores, score, weight=0.0, size=4), scores)
+    half = rescore_head(scores, score, weight=0.5, size=4)
+    assert np.argsort(-half, kind="stable")[:4].tolist() == [2, 0, 1, 3]  # 0.5*first + 0.5*cross, both min-max scaled
+
+
+def test_cross_encoder_head_never_includes_unrankable_items():
+    scores = np.array([0.9, -np.inf, 0.5, -np.inf])
+    out = rescore_head(scores, lambda head: np.arange(len(head), dtype=float), weight=1.0, size=3)
+    assert np.argsort(-out, kind="stable").tolist()[:2] == [2, 0] and np.isneginf(out[[1, 3]]).all()
+
+
+def test_rank_passes_the_heads_item_ids_to_the_cross_encoder():
+    pool = [Candidate(f"i{n}", semantic=1.0 - n / 10) for n in range(8)]
+    seen: list[list[str]] = []
+
+    def cross(ids):
+        seen.append(list(ids))
+        return np.array([float(i == "i2") for i in ids])
+
+    config = RerankConfig(mmr_lambda=1.0, cross_weight=1.0, cross_candidates=3)
+    ranked = Reranker(config).rank(pool, random_unit(8), k=4, has_text=True, has_history=False, cross=cross)
+    assert seen == [["i0", "i1", "i2"]]
+    assert [c.item_id for c in ranked] == ["i2", "i0", "i1", "i3"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import nudge_weights
 
 from llmrec.assets import resolve_model
 from llmrec.config import EncoderConfig
@@ -18,17 +19,9 @@ BASE = resolve_model("all-MiniLM-L6-v2")
 TEXTS = ["Movie: Toy Story. Year: 1995. Genres: Animation, Children's, Comedy.", "Liked: Fargo; Heat. About me: age 25-34."]
 
 
-def _nudge(model: torch.nn.Module) -> None:
-    """Stand-in for training: change every weight a little, reproducibly."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-
-
 def test_exported_encoder_embeds_in_the_serving_encoder_exactly_as_the_trained_tower(tmp_path):
     tower = BiEncoder(BASE)
-    _nudge(tower)
+    nudge_weights(tower)
     tower.eval()
     with torch.no_grad():
         trained = tower.embed(tokenize(load_tokenizer(BASE), TEXTS, 128, "cpu")).numpy()
@@ -40,7 +33,7 @@ def test_exported_encoder_embeds_in_the_serving_encoder_exactly_as_the_trained_t
 
 def test_exported_reranker_scores_in_cross_reranker_as_the_trained_scorer_and_blends(tmp_path):
     scorer = CrossScorer(BASE)
-    _nudge(scorer)
+    nudge_weights(scorer)
     scorer.eval()
     query, items = "a funny animated film for children", [TEXTS[0], "Movie: Heat. Year: 1995. Genres: Action, Crime, Thriller."]
     with torch.no_grad():

@@ -45,8 +45,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if out.get("zero_shot"):
         lines.append("zero-shot: " + ", ".join(f"{k} {v:.4f}" for k, v in out["zero_shot"].items()))
     lines += [f"checkpoints → {t['storage_path']}/{out['run']} (run again with --name {out['run']} to resume)", f"model → {out['output']}"]
-    if args.task == "encoder":
-        lines.append(f"serve it: --set encoder.model={out['output']}")
+    lines.append(f"serve it: --set {'encoder.model' if args.task == 'encoder' else 'rerank.cross_encoder'}={out['output']}")
     _emit(args, out, "\n".join(lines))
 
 

@@ -59,7 +59,7 @@ def export_encoder(state: dict[str, Any], base_model: str, output: Path, card: d
     if unexpected or any(not k.startswith("pooler.") for k in missing):
         raise ValueError(f"checkpoint does not match {base_model}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.save_pretrained(staging)
-    write_card(staging, {"kind": "encoder", "base_model": base_model, **card})
+    write_card(staging, {"kind": "encoder", "base_model": base_model, **card}, output.name)
     return replace_dir(staging, output)
 
 
@@ -73,20 +73,21 @@ def export_cross_encoder(state: dict[str, Any], base_model: str, output: Path, c
     model.load_state_dict(_strip(state, "model."))
     model.save_pretrained(staging)
     AutoTokenizer.from_pretrained(base_model).save_pretrained(staging)
-    write_card(staging, {"kind": "reranker", "base_model": base_model, **card})
+    write_card(staging, {"kind": "reranker", "base_model": base_model, **card}, output.name)
     return replace_dir(staging, output)
 
 
-def write_card(directory: Path, card: dict[str, Any]) -> None:
+def write_card(directory: Path, card: dict[str, Any], name: str) -> None:
+    """card.json and a README.md titled `name` (the final directory's, not the staging one's)."""
     from llmrec import __version__
 
     card = {"created_at": datetime.now(timezone.utc).isoformat(), "llmrec_version": __version__, **card}
     (directory / CARD_FILE).write_text(json.dumps(card, indent=2, default=str))
-    lines = [f"# llmrec {card['kind']}: {directory.name}", "", f"Fine-tuned from `{card['base_model']}` by `llmrec train {card['kind']}`.", ""]
+    lines = [f"# llmrec {card['kind']}: {name}", "", f"Fine-tuned from `{card['base_model']}` by `llmrec train {card['kind']}`.", ""]
     for key in ("data", "split", "pairs", "training", "metrics", "zero_shot"):
         if key in card:
             lines += [f"## {key}", "", "```json", json.dumps(card[key], indent=2, default=str), "```", ""]
-    lines += ["Serve it with `--set encoder.model=<this directory>`." if card["kind"] == "encoder" else "Load it with `llmrec.crossrerank.CrossReranker(<this directory>)`.", ""]
+    lines += ["Serve it with `--set encoder.model=<this directory>`." if card["kind"] == "encoder" else "Serve it with `--set rerank.cross_encoder=<this directory>`.", ""]
     (directory / "README.md").write_text("\n".join(lines))
 
 
