@@ -225,7 +225,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    run = run_protocol(args.protocol, models, str(args.encoder) if args.encoder else None, args.reduced)
+    run = run_protocol(args.protocol, models, str(args.encoder) if args.encoder else None, args.reduced, str(args.reranker) if args.reranker else None)
     seconds = time.perf_counter() - started
     result, plot = save(run, seconds, args.output or llmrec_home() / "eval")
     if args.predictions:
@@ -325,8 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("eval", parents=[common], help="offline evaluation: ml100k-msr, ml1m-cold-items, ml1m-cold-users, ml1m-scenes; intent (the intent parser)")
     p.add_argument("protocol")
-    p.add_argument("--models", default="random,popularity,ease,llmrec", help="comma-separated, e.g. random,popularity,itemknn,ease,bpr,tfidf,zero-shot,finetuned,llmrec")
+    p.add_argument("--models", default="random,popularity,ease,llmrec", help="comma-separated, e.g. random,popularity,itemknn,ease,bpr,tfidf,zero-shot,finetuned,llmrec,llmrec-rerank")
     p.add_argument("--encoder", type=Path, help="fine-tuned sentence-transformers directory: the model 'finetuned' (and an llmrec variant)")
+    p.add_argument("--reranker", type=Path, help="trained cross-encoder directory (llmrec train reranker): the model 'llmrec-rerank'")
     p.add_argument("--predictions", type=Path, help="write every ranked list as CSV: model,user_id,item_id,rank,score")
     p.add_argument("--output", type=Path, help="where the JSON result and PNG plot go (default LLMREC_HOME/eval)")
     p.add_argument("--reduced", type=int, metavar="N", help="quick check: at most N evaluated users (rows for ml1m-scenes)")

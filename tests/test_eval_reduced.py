@@ -91,3 +91,33 @@ def test_cli_eval_scenes_reduced_writes_table_json_plot_and_predictions(movielen
 def test_cli_eval_rejects_bad_input_with_exit_2(movielens, argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_ml1m_cold_items_reduced_cross_encoder_rescoring_never_loses_on_validation(movielens, exported_reranker):
+    from llmrec.crossrerank import CrossReranker
+    from llmrec.evaluation import ml1m_cold_items_split
+    from llmrec.evaluation.baselines import TfIdf
+    from llmrec.evaluation.cross import WEIGHTS, CrossReranked
+    from llmrec.evaluation.protocols import ml1m_cold_items
+    from llmrec.evaluation.tasks import metric_specs, objective_value, top_k
+
+    setup = ml1m_cold_items(max_users=25)
+    objective = metric_specs(setup.metrics)[0]
+    first = TfIdf()
+    first_value = first.tune(setup.tune_train, setup.valid, objective)
+    model = CrossReranked("tfidf-rerank", first, CrossReranker(str(exported_reranker)), head=10)
+    value = model.tune(setup.tune_train, setup.valid, objective)
+    assert model.params["weight"] in WEIGHTS and value >= first_value - 1e-9
+    assert model.params["validation_by_weight"]["0.0"] == pytest.approx(first_value, abs=1e-4)
+    scored = model.pairs_scored
+    assert 0 < scored <= len(setup.valid[0].user_ids) * 10  # only each user's head, once across all weights
+    test = setup.test[0]
+    assert test.texts and all(t.startswith("Liked: ") for t in test.texts if "Liked" in t)
+    ranked = top_k(model.score(test), test, setup.k)
+    assert {str(setup.items.ids[i]) for row in ranked for i in row} <= set(ml1m_cold_items_split().cold_test_items)
+    assert 0.0 <= objective_value(model.score(test), test, objective) <= 1.0
+
+
+def test_cli_eval_llmrec_rerank_needs_a_reranker_directory(capsys):
+    assert main(["eval", "ml1m-cold-items", "--models", "llmrec-rerank"]) != 0
+    assert "needs --reranker DIR" in capsys.readouterr().err

@@ -14,7 +14,9 @@ from llmrec.evaluation.runner import Run, check_names, run_ranking
 PROTOCOLS = (*RANKING_PROTOCOLS, "ml1m-scenes")
 
 
-def run_protocol(protocol: str, models: list[str], encoder_dir: str | None = None, reduced: int | None = None) -> Run:
+def run_protocol(
+    protocol: str, models: list[str], encoder_dir: str | None = None, reduced: int | None = None, reranker_dir: str | None = None
+) -> Run:
     """One protocol over the named models. `reduced` caps the evaluated users (rows for
     ml1m-scenes) for a quick check; None runs the protocol exactly."""
     if protocol == "ml1m-scenes":
@@ -23,8 +25,8 @@ def run_protocol(protocol: str, models: list[str], encoder_dir: str | None = Non
         return run_scenes(models, max_rows=reduced)
     if protocol not in RANKING_PROTOCOLS:
         raise LLMRecError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-    check_names(models, encoder_dir)
-    return run_ranking(RANKING_PROTOCOLS[protocol](max_users=reduced), models, encoder_dir)
+    check_names(models, encoder_dir, reranker_dir)
+    return run_ranking(RANKING_PROTOCOLS[protocol](max_users=reduced), models, encoder_dir, reranker_dir)
 
 
 __all__ = ["PROTOCOLS", "Run", "ml1m_cold_items_split", "run_protocol"]

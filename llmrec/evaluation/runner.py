@@ -2,7 +2,8 @@
 
 Model names: random, popularity, itemknn, ease, bpr, tfidf, zero-shot (the packaged MiniLM),
 finetuned (the encoder given with `encoder_dir`), llmrec-zero-shot and llmrec-finetuned (the
-pipeline's blend over that encoder), and llmrec: whichever llmrec variant is best on validation.
+pipeline's blend over that encoder), llmrec: whichever llmrec variant is best on validation, and
+llmrec-rerank: that llmrec with its head rescored by the cross-encoder given with `reranker_dir`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from llmrec.evaluation.baselines import (
     Random,
     TfIdf,
 )
+from llmrec.evaluation.cross import CrossReranked
 from llmrec.evaluation.hybrid import Hybrid
 from llmrec.evaluation.protocols import RankingSetup
 from llmrec.evaluation.tasks import evaluate, metric_specs, top_k
@@ -37,7 +39,7 @@ BASELINES: dict[str, type[Model]] = {
     "bpr": BPR,
     "tfidf": TfIdf,
 }
-ENCODER_MODELS = ("zero-shot", "finetuned", "llmrec-zero-shot", "llmrec-finetuned", "llmrec")
+ENCODER_MODELS = ("zero-shot", "finetuned", "llmrec-zero-shot", "llmrec-finetuned", "llmrec", "llmrec-rerank")
 RANKING_MODELS = (*BASELINES, *ENCODER_MODELS)
 
 
@@ -54,10 +56,13 @@ class Run:
 class Models:
     """Builds models by name, sharing one Embedder per encoder so each catalog is embedded once."""
 
-    def __init__(self, encoder_dir: str | None) -> None:
+    def __init__(self, encoder_dir: str | None, reranker_dir: str | None = None) -> None:
         if encoder_dir and not Path(encoder_dir).is_dir():
             raise LLMRecError(f"--encoder {encoder_dir} is not a directory: give a sentence-transformers model directory")
+        if reranker_dir and not Path(reranker_dir).is_dir():
+            raise LLMRecError(f"--reranker {reranker_dir} is not a directory: give the output of `llmrec train reranker`")
         self.encoder_dir = encoder_dir
+        self.reranker_dir = reranker_dir
         self.embedders: dict[str, Embedder] = {}
 
     def embedder(self, variant: str) -> Embedder:
@@ -70,11 +75,18 @@ class Models:
             raise LLMRecError(f"unknown model {name!r}; choose from {', '.join(RANKING_MODELS)}")
         if name.endswith("finetuned") and not self.encoder_dir:
             raise LLMRecError(f"model {name!r} needs --encoder DIR (a sentence-transformers model directory)")
+        if name == "llmrec-rerank" and not self.reranker_dir:
+            raise LLMRecError("model 'llmrec-rerank' needs --reranker DIR (the output of `llmrec train reranker`)")
         if name != "llmrec":
             return [name]
         return ["llmrec-zero-shot"] + (["llmrec-finetuned"] if self.encoder_dir else [])
 
-    def build(self, name: str) -> Model:
+    def build(self, name: str, first: Model | None = None) -> Model:
+        """A fresh model; `llmrec-rerank` wraps `first`, the tuned llmrec variant."""
+        if name == "llmrec-rerank":
+            from llmrec.crossrerank import CrossReranker
+
+            return CrossReranked(name, first, CrossReranker(str(self.reranker_dir)))
         if name in BASELINES:
             return BASELINES[name]()
         if name in ("zero-shot", "finetuned"):
@@ -82,31 +94,37 @@ class Models:
         return Hybrid(name, self.embedder(name.removeprefix("llmrec-")))  # llmrec-zero-shot, llmrec-finetuned
 
 
-def check_names(names: list[str], encoder_dir: str | None) -> Models:
+def check_names(names: list[str], encoder_dir: str | None, reranker_dir: str | None = None) -> Models:
     """The model factory for a run, once every name is known to be buildable (before any work)."""
-    models = Models(encoder_dir)
+    models = Models(encoder_dir, reranker_dir)
     for name in names:
         models.variants(name)
     return models
 
 
-def run_ranking(setup: RankingSetup, names: list[str], encoder_dir: str | None = None) -> Run:
+def run_ranking(setup: RankingSetup, names: list[str], encoder_dir: str | None = None, reranker_dir: str | None = None) -> Run:
     """Tune each model on validation (never test), fit it on the final training data, rank the test
     query users and compute the protocol's metrics. With several test query sets (cold-user steps)
     each metric is reported per set as 'metric (set)'."""
-    models, run = check_names(names, encoder_dir), Run(setup.name)
+    models, run = check_names(names, encoder_dir, reranker_dir), Run(setup.name)
     specs = metric_specs(setup.metrics)
     tuned: dict[str, tuple[Model, float, float]] = {}
+
+    def tune(variant: str) -> tuple[Model, float, float]:
+        if variant not in tuned:
+            first = None
+            if variant == "llmrec-rerank":  # rescores the best llmrec variant, tuned first
+                first = max((tune(v) for v in models.variants("llmrec")), key=lambda t: t[1])[0]
+            started = time.perf_counter()
+            model = models.build(variant, first)
+            value = model.tune(setup.tune_train, setup.valid, specs[0])
+            if setup.train is not setup.tune_train:
+                model.fit(setup.train)
+            tuned[variant] = (model, value, time.perf_counter() - started)
+        return tuned[variant]
+
     for name in names:
-        for variant in models.variants(name):
-            if variant not in tuned:
-                started = time.perf_counter()
-                model = models.build(variant)
-                value = model.tune(setup.tune_train, setup.valid, specs[0])
-                if setup.train is not setup.tune_train:
-                    model.fit(setup.train)
-                tuned[variant] = (model, value, time.perf_counter() - started)
-        best = max(models.variants(name), key=lambda v: tuned[v][1])
+        best = max(models.variants(name), key=lambda v: tune(v)[1])
         model, value, fit_seconds = tuned[best]
         started = time.perf_counter()
         metrics: dict[str, float] = {}

@@ -18,16 +18,18 @@ import scipy.sparse as sp
 
 from llmrec import metrics
 from llmrec.catalog import Catalog
-from llmrec.text import render_item
+from llmrec.text import render_item, render_user
+from llmrec.training.pairs import LIKED_TITLES, POSITIVE_RATING  # the user text the models were trained on
 
 
 @dataclass
 class Items:
-    """The item universe of a protocol: ids (column order), rendered text and attribute tokens."""
+    """The item universe of a protocol: ids (column order), rendered text, attribute tokens and titles."""
 
     ids: np.ndarray
     texts: list[str]
     tokens: list[list[str]]
+    titles: list[str] | None = None  # None: the ids are the titles
 
     @property
     def position(self) -> dict[str, int]:
@@ -57,6 +59,7 @@ class Queries:
     relevant: list[set[int]]
     candidates: np.ndarray | None = None
     history_days: sp.csr_matrix | None = None
+    texts: list[str] | None = None  # each user as the recommender renders them (liked titles, profile)
 
 
 def attribute_tokens(attributes: dict[str, Any]) -> list[str]:
@@ -79,13 +82,14 @@ def catalog_items(catalog: Catalog) -> Items:
     facts: dict[str, list[tuple[str, str]]] = {}
     for item_id, relation, obj in catalog.kg.itertuples(index=False):
         facts.setdefault(item_id, []).append((relation, obj))
-    ids, texts, tokens = [], [], []
+    ids, texts, tokens, titles = [], [], [], []
     for row in catalog.items.itertuples(index=False):
         attributes = json.loads(row.attributes)
         ids.append(row.item_id)
         texts.append(render_item(row.scene, row.title, attributes, row.text, facts.get(row.item_id, ())))
         tokens.append(attribute_tokens(attributes))
-    return Items(np.array(ids, dtype=object), texts, tokens)
+        titles.append(row.title)
+    return Items(np.array(ids, dtype=object), texts, tokens, titles)
 
 
 def user_profiles(catalog: Catalog) -> dict[str, dict[str, Any]]:
@@ -126,15 +130,29 @@ def queries(
     """Queries for the users with at least one target (or `users`), history and targets as frames."""
     user_ids = sorted(targets["user_id"].unique()) if users is None else list(users)
     target = interaction_matrix(targets, user_ids, items).tolil()
+    user_profiles = [profiles.get(u, {}) for u in user_ids]
     return Queries(
         name=name,
         user_ids=user_ids,
         history=interaction_matrix(history, user_ids, items),
         history_days=interaction_matrix(history, user_ids, items, days=True),
-        profiles=[profiles.get(u, {}) for u in user_ids],
+        profiles=user_profiles,
         relevant=[set(row) for row in target.rows],
         candidates=candidates,
+        texts=user_texts(history, user_ids, user_profiles, items),
     )
+
+
+def user_texts(history: pd.DataFrame, user_ids: Sequence[str], profiles: Sequence[dict[str, Any]], items: Items) -> list[str]:
+    """What the recommender embeds (and the cross-encoder reads) for each user: the titles of their
+    last liked items in time order, then their profile (`RankingStage.prepare`'s text)."""
+    titles = dict(zip(items.ids, items.titles or items.ids))
+    liked = history[history["rating"] >= POSITIVE_RATING].sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    by_user = liked.groupby("user_id")["item_id"].agg(list).to_dict()
+    return [
+        render_user(liked_titles=[titles[i] for i in by_user.get(u, []) if i in titles][-LIKED_TITLES:], profile=profile)
+        for u, profile in zip(user_ids, profiles)
+    ]
 
 
 def top_k(scores: np.ndarray, queries: Queries, k: int) -> list[list[int]]:
