@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -51,10 +52,17 @@ def test_vllm_backend_in_its_own_venv(llmrec_home):
         env.pop(key, None)
     here = str(Path(__file__).relative_to(REPO))
     cmd = [str(VENV_PYTHON), "-m", "pytest", here, "--deselect", f"{here}::test_vllm_backend_in_its_own_venv", "-p", "no:cacheprovider", "-q", "-rs"]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1700)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, f"vllm tests failed in .venv-vllm ({' '.join(cmd)}):\n{out[-6000:]}"
-    summary = re.findall(r"^=* ?(\d+ passed.*) in [\d.]+s\b", result.stdout, re.M)  # pytest's closing line
+    # its own process group: on a timeout the engine's processes (spawned by vLLM) go down with pytest
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=1700)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"vllm tests in .venv-vllm ran past 1700 s:\n{(stdout + stderr)[-6000:]}")
+    out = stdout + stderr
+    assert proc.returncode == 0, f"vllm tests failed in .venv-vllm ({' '.join(cmd)}):\n{out[-6000:]}"
+    summary = re.findall(r"^=* ?(\d+ passed.*) in [\d.]+s\b", stdout, re.M)  # pytest's closing line
     assert summary and summary[-1].startswith(f"{BACKEND_TESTS} passed") and "skipped" not in summary[-1], out[-3000:]
 
 
