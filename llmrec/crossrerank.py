@@ -56,5 +56,5 @@ def rescore_head(scores: np.ndarray, cross: Callable[[np.ndarray], np.ndarray], 
     low, high = scores[head].min(), scores[head].max()
     mixed = blend(scores[head], np.asarray(cross(head), dtype=np.float64), weight)
     out = scores.copy()
-    out[head] = low + _minmax(mixed) * (high - low) if high - low > 1e-12 else low + _minmax(mixed) * 1e-6
+    out[head] = low + _minmax(mixed) * max(high - low, 1e-6)  # tied heads still get their new order
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmrec.config import RerankConfig
-from llmrec.crossrerank import rescore_head
+from llmrec.crossrerank import _minmax, rescore_head
 
 CrossScores = Callable[[Sequence[str]], np.ndarray]  # item ids → cross-encoder scores for this request
 
@@ -28,11 +28,6 @@ class Candidate:
     collaborative: float = 0.0
     popularity: float = 0.0
     score: float = 0.0
-
-
-def _minmax(values: np.ndarray) -> np.ndarray:
-    span = values.max() - values.min() if len(values) else 0.0
-    return (values - values.min()) / span if span > 1e-12 else np.zeros_like(values)
 
 
 class Reranker:
