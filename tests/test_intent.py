@@ -152,6 +152,11 @@ def test_output_schema_accepts_good_answers_and_rejects_unknown_scenes():
     jsonschema.validate({"scene": None, "keywords": []}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"scene": "admin", "keywords": []}, schema)
+    scene_only = output_schema(list(DEMO_SCENES), "scene")
+    jsonschema.validate({"scene": "grocery"}, scene_only)
+    for answer in ({"scene": "grocery", "keywords": ["rice"]}, {"keywords": []}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(answer, scene_only)
 
 
 def test_unparseable_answers_fall_back_and_are_not_cached():
