@@ -14,7 +14,7 @@ from llmrec.catalog import Catalog
 from llmrec.training.artifacts import CURRENT, current_version, publish_version
 from llmrec.training.export import replace_dir
 from llmrec.training.losses import contrastive_loss
-from llmrec.training.pairs import CatalogText, cold_validation_set, encoder_pairs, mine_hard_negatives, seen_items
+from llmrec.training.pairs import CatalogText, cold_validation_set, encoder_pairs, mine_hard_negatives, reranker_pairs, seen_items
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,26 @@ def test_hard_negatives_are_near_the_positive_but_never_seen_by_the_user(small):
     for user, item, negative in zip(pairs["user_id"], pairs["item_id"], negatives):
         assert negative != item and negative not in seen[user]
     assert negatives[pairs.index[pairs["item_id"] == "Charlie (1999)"][0]] == "Foxtrot (1999)"
+
+
+def test_reranker_pairs_are_half_positive_with_random_and_hard_negatives_the_user_never_saw(small):
+    catalog, text = small
+    pairs = encoder_pairs(text, catalog.interactions, pairs_per_user=10)
+    pairs["negative_id"] = "Foxtrot (1999)"  # the mined hard negative of every pair
+    seen = seen_items(catalog.interactions)
+    by_text = {t: i for i, t in text.texts.items()}
+    negatives = {"random": [], "hard": []}
+    for random_fraction, kind in ((1.0, "random"), (0.0, "hard")):
+        table = reranker_pairs(text, pairs, list(text.texts), seen, random_fraction)
+        assert len(table) == 2 * len(pairs) and table["label"].mean() == 0.5
+        assert set(table.loc[table["label"] == 1.0, "text_b"]) == set(pairs["item_text"])
+        for user_text, item_text in zip(table["text_a"], table["text_b"].where(table["label"] == 0.0)):
+            if isinstance(item_text, str):
+                user = pairs.loc[pairs["user_text"] == user_text, "user_id"].iloc[0]
+                assert by_text[item_text] not in seen[user]
+                negatives[kind].append(by_text[item_text])
+    assert set(negatives["hard"]) == {"Foxtrot (1999)"}
+    assert set(negatives["random"]) - {"Foxtrot (1999)"}  # random ones reach the other unseen items too
 
 
 def test_validation_users_are_described_by_training_interactions_only(small):

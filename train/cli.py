@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, max_steps=args.max_steps,
         batch_size=args.batch_size, lr=args.lr, max_seq_length=args.max_seq_length, pairs_per_user=args.pairs_per_user,
         max_pairs=args.max_pairs, request_fraction=args.request_fraction, item_fraction=args.item_fraction, hard_negatives=not args.no_hard_negatives,
-        val_users=args.val_users, checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_to_keep=args.keep_checkpoints,
+        random_negatives=args.random_negatives, val_users=args.val_users, checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_to_keep=args.keep_checkpoints,
         max_failures=args.max_failures, amp_dtype=args.amp, fail_at_step=args.fail_at_step, embed_actors=args.embed_actors,
         seed=args.seed, name=args.name, storage_path=args.storage_path, output=args.output,
     )
@@ -102,13 +102,14 @@ def add_commands(commands, common: argparse.ArgumentParser, index_build: argpars
         p.add_argument("--gpus-per-worker", type=float)
         p.add_argument("--max-steps", type=int, default=200)
         p.add_argument("--batch-size", type=int, default=32, help="pairs per worker per step")
-        p.add_argument("--lr", type=float, help="default 5e-5 (encoder), 3e-5 (reranker)")
+        p.add_argument("--lr", type=float, help="default 5e-5 (encoder), 1e-4 (reranker)")
         p.add_argument("--max-seq-length", type=int, default=128)
         p.add_argument("--pairs-per-user", type=int, default=8)
         p.add_argument("--max-pairs", type=int, help="use at most this many pairs")
         p.add_argument("--request-fraction", type=float, default=0.0, help="share of user texts led by a short request made from the target's genres")
         p.add_argument("--item-fraction", type=float, default=0.0, help="share of pairs whose query side is one earlier liked item's text (item-to-item)")
         p.add_argument("--no-hard-negatives", action="store_true", help="in-batch negatives only")
+        p.add_argument("--random-negatives", type=float, default=0.5, help="reranker: share of negatives drawn at random from unseen items (the rest are hard)")
         p.add_argument("--val-users", type=int, default=500, help="cold-validation users ranked at each epoch's end")
         p.add_argument("--checkpoint-every", type=int, default=50)
         p.add_argument("--log-every", type=int, default=10)

@@ -40,13 +40,14 @@ class TrainJob:
     gpus_per_worker: float | None = None
     max_steps: int = 200
     batch_size: int = 32
-    lr: float | None = None  # default: 5e-5 encoder, 3e-5 reranker
+    lr: float | None = None  # default: 5e-5 encoder, 1e-4 reranker (its classification head starts from scratch)
     max_seq_length: int = 128
     pairs_per_user: int = 8
     max_pairs: int | None = None
     request_fraction: float = 0.0
     item_fraction: float = 0.0
     hard_negatives: bool = True
+    random_negatives: float = 0.5  # reranker: the share of negatives drawn at random (the rest are hard)
     val_users: int = 500
     checkpoint_every: int = 50
     log_every: int = 10
@@ -75,7 +76,7 @@ class TrainJob:
             name=name,
             storage_path=str(Path(storage).resolve()),
             output=str(Path(self.output or llmrec_home() / "models" / name).resolve()),
-            lr=self.lr or (5e-5 if self.task == "encoder" else 3e-5),
+            lr=self.lr or (5e-5 if self.task == "encoder" else 1e-4),
         )
 
 
@@ -152,9 +153,10 @@ def prepare_data(job: TrainJob) -> tuple[Path, Any, dict[str, Any]]:
         pool = sorted(set(pairs["item_id"]))  # negatives come from training items only: never a cold item
         if job.hard_negatives or job.task == "reranker":
             vectors = embed_with_ray(pd.DataFrame({"item_id": pool, "text": [text.texts[i] for i in pool]}), job.base_model, job.max_seq_length, job.embed_actors, job.use_gpu)
-            pairs["negative_id"] = P.mine_hard_negatives(pairs, pool, np.stack(vectors["vector"].to_list()), P.seen_items(split.train), seed=SPLIT["seed"])
+            seen = P.seen_items(split.train)
+            pairs["negative_id"] = P.mine_hard_negatives(pairs, pool, np.stack(vectors["vector"].to_list()), seen, seed=SPLIT["seed"])
             pairs["negative_text"] = [text.texts[i] for i in pairs["negative_id"]]
-        table = pairs if job.task == "encoder" else P.reranker_pairs(text, pairs, split.train, seed=SPLIT["seed"])
+        table = pairs if job.task == "encoder" else P.reranker_pairs(text, pairs, pool, seen, job.random_negatives, seed=SPLIT["seed"])
         directory.mkdir(parents=True, exist_ok=True)
         staging = directory / ".pairs.parquet.tmp"
         table.to_parquet(staging, index=False)
@@ -171,6 +173,7 @@ def prepare_data(job: TrainJob) -> tuple[Path, Any, dict[str, Any]]:
         "pairs_per_user": job.pairs_per_user,
         "max_pairs": job.max_pairs,
         "hard_negatives": job.hard_negatives,
+        **({"random_negatives": job.random_negatives} if job.task == "reranker" else {}),
         "negative_pool_items": info["negative_pool"],
         "request_fraction": job.request_fraction,
         "item_fraction": job.item_fraction,

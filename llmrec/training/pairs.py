@@ -20,7 +20,6 @@ import pandas as pd
 from llmrec.text import render_user
 
 POSITIVE_RATING = 4.0  # the config's rerank.positive_rating: ratings at or above are likes
-LOW_RATING = 2.0  # ratings at or below are explicit dislikes (reranker negatives)
 LIKED_TITLES = 10  # the recommender puts the user's last 10 liked titles in the user text
 PROFILE_EXCLUDE = {"zip_code"}  # identifiers, not taste (the recommender leaves them out too)
 
@@ -115,6 +114,15 @@ def seen_items(interactions: pd.DataFrame) -> dict[str, set[str]]:
     return {u: set(g.tolist()) for u, g in interactions.groupby("user_id")["item_id"]}
 
 
+def random_unseen(item_id: str, ids: Sequence[str], user_seen: set[str], rng: np.random.Generator) -> str:
+    """A random item of `ids` other than `item_id` that the user never interacted with (any item
+    but `item_id` when the user has seen them all)."""
+    while True:
+        candidate = ids[int(rng.integers(len(ids)))]
+        if candidate != item_id and (candidate not in user_seen or len(user_seen) >= len(ids) - 1):
+            return candidate
+
+
 def mine_hard_negatives(
     pairs: pd.DataFrame,
     item_ids: Sequence[str],
@@ -145,33 +153,34 @@ def mine_hard_negatives(
         pool = neighbours.get(position.get(item_id, -1), np.zeros(0, dtype=int))[skip:].tolist()
         rng.shuffle(pool)
         choice = next((ids[p] for p in pool if ids[p] != item_id and ids[p] not in user_seen), None)
-        while choice is None:
-            candidate = ids[int(rng.integers(len(ids)))]
-            if candidate != item_id and (candidate not in user_seen or len(user_seen) >= len(ids) - 1):
-                choice = candidate
-        negatives.append(choice)
+        negatives.append(choice if choice is not None else random_unseen(item_id, ids, user_seen, rng))
     return negatives
 
 
 def reranker_pairs(
     text: CatalogText,
     pairs: pd.DataFrame,
-    interactions: pd.DataFrame,
-    low_rating: float = LOW_RATING,
+    item_ids: Sequence[str],
+    seen: Mapping[str, set[str]],
+    random_fraction: float = 0.5,
     seed: int = 42,
 ) -> pd.DataFrame:
-    """(text_a, text_b, label) for the cross-encoder: each encoder pair gives its positive (1) and
-    its hard negative (0, column `negative_id` required), and the user's explicit dislikes in the
-    interactions give more zeros (at most one per pair, same user text)."""
+    """(text_a, text_b, label) for the cross-encoder, half positive: each encoder pair gives its
+    positive (1) and one negative (0): with probability `random_fraction` a random item of
+    `item_ids` the user never interacted with, else its mined hard negative (column `negative_id`).
+    Random negatives teach what a liked item looks like at all, hard ones what sets it apart from
+    its look-alikes: from hard negatives and dislikes alone the cross-encoder did not learn
+    (reranker-ml1m-r2: validation AUC 0.47 after 250 steps)."""
     rng = np.random.default_rng(seed)
-    disliked = interactions[interactions["rating"] <= low_rating].groupby("user_id")["item_id"].agg(list).to_dict()
+    ids = list(item_ids)
     rows = []
     for row in pairs.itertuples(index=False):
         rows.append((row.user_text, row.item_text, 1.0))
-        rows.append((row.user_text, text.texts[row.negative_id], 0.0))
-        bad = disliked.get(row.user_id)
-        if bad:
-            rows.append((row.user_text, text.texts[bad[int(rng.integers(len(bad)))]], 0.0))
+        if rng.random() < random_fraction:
+            negative = random_unseen(row.item_id, ids, seen.get(row.user_id, set()), rng)
+        else:
+            negative = row.negative_id
+        rows.append((row.user_text, text.texts[negative], 0.0))
     out = pd.DataFrame(rows, columns=["text_a", "text_b", "label"])
     return out.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
