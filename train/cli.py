@@ -109,7 +109,7 @@ def add_commands(commands, common: argparse.ArgumentParser, index_build: argpars
         p.add_argument("--request-fraction", type=float, default=0.0, help="share of user texts led by a short request made from the target's genres")
         p.add_argument("--item-fraction", type=float, default=0.0, help="share of pairs whose query side is one earlier liked item's text (item-to-item)")
         p.add_argument("--no-hard-negatives", action="store_true", help="in-batch negatives only")
-        p.add_argument("--random-negatives", type=float, default=0.5, help="reranker: share of negatives drawn at random from unseen items (the rest are hard)")
+        p.add_argument("--random-negatives", type=float, default=1.0, help="reranker: share of negatives drawn at random from unseen items (the rest are mined hard ones)")
         p.add_argument("--val-users", type=int, default=500, help="cold-validation users ranked at each epoch's end")
         p.add_argument("--checkpoint-every", type=int, default=50)
         p.add_argument("--log-every", type=int, default=10)

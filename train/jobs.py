@@ -47,7 +47,7 @@ class TrainJob:
     request_fraction: float = 0.0
     item_fraction: float = 0.0
     hard_negatives: bool = True
-    random_negatives: float = 0.5  # reranker: the share of negatives drawn at random (the rest are hard)
+    random_negatives: float = 1.0  # reranker: the share of negatives drawn at random (the rest are mined hard ones)
     val_users: int = 500
     checkpoint_every: int = 50
     log_every: int = 10
@@ -151,9 +151,10 @@ def prepare_data(job: TrainJob) -> tuple[Path, Any, dict[str, Any]]:
         started = time.perf_counter()
         pairs = P.encoder_pairs(text, split.train, job.pairs_per_user, job.max_pairs, job.request_fraction, SPLIT["seed"], job.item_fraction)
         pool = sorted(set(pairs["item_id"]))  # negatives come from training items only: never a cold item
-        if job.hard_negatives or job.task == "reranker":
+        seen = P.seen_items(split.train)
+        mine = job.hard_negatives if job.task == "encoder" else job.random_negatives < 1.0  # the reranker's are random by default
+        if mine:
             vectors = embed_with_ray(pd.DataFrame({"item_id": pool, "text": [text.texts[i] for i in pool]}), job.base_model, job.max_seq_length, job.embed_actors, job.use_gpu)
-            seen = P.seen_items(split.train)
             pairs["negative_id"] = P.mine_hard_negatives(pairs, pool, np.stack(vectors["vector"].to_list()), seen, seed=SPLIT["seed"])
             pairs["negative_text"] = [text.texts[i] for i in pairs["negative_id"]]
         table = pairs if job.task == "encoder" else P.reranker_pairs(text, pairs, pool, seen, job.random_negatives, seed=SPLIT["seed"])
@@ -172,8 +173,7 @@ def prepare_data(job: TrainJob) -> tuple[Path, Any, dict[str, Any]]:
         "rows": info["rows"],
         "pairs_per_user": job.pairs_per_user,
         "max_pairs": job.max_pairs,
-        "hard_negatives": job.hard_negatives,
-        **({"random_negatives": job.random_negatives} if job.task == "reranker" else {}),
+        **({"hard_negatives": job.hard_negatives} if job.task == "encoder" else {"random_negatives": job.random_negatives}),
         "negative_pool_items": info["negative_pool"],
         "request_fraction": job.request_fraction,
         "item_fraction": job.item_fraction,
