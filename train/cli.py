@@ -30,9 +30,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, max_steps=args.max_steps,
         batch_size=args.batch_size, lr=args.lr, max_seq_length=args.max_seq_length, pairs_per_user=args.pairs_per_user,
         max_pairs=args.max_pairs, request_fraction=args.request_fraction, item_fraction=args.item_fraction, hard_negatives=not args.no_hard_negatives,
-        random_negatives=args.random_negatives, val_users=args.val_users, checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_to_keep=args.keep_checkpoints,
+        val_users=args.val_users, checkpoint_every=args.checkpoint_every, log_every=args.log_every, num_to_keep=args.keep_checkpoints,
         max_failures=args.max_failures, amp_dtype=args.amp, fail_at_step=args.fail_at_step, embed_actors=args.embed_actors,
         seed=args.seed, name=args.name, storage_path=args.storage_path, output=args.output,
+        **({"random_negatives": args.random_negatives} if args.task == "reranker" else {}),
     )
     out = fit(job)
     t = out["training"]
@@ -109,7 +110,6 @@ def add_commands(commands, common: argparse.ArgumentParser, index_build: argpars
         p.add_argument("--request-fraction", type=float, default=0.0, help="share of user texts led by a short request made from the target's genres")
         p.add_argument("--item-fraction", type=float, default=0.0, help="share of pairs whose query side is one earlier liked item's text (item-to-item)")
         p.add_argument("--no-hard-negatives", action="store_true", help="in-batch negatives only")
-        p.add_argument("--random-negatives", type=float, default=1.0, help="reranker: share of negatives drawn at random from unseen items (the rest are mined hard ones)")
         p.add_argument("--val-users", type=int, default=500, help="cold-validation users ranked at each epoch's end")
         p.add_argument("--checkpoint-every", type=int, default=50)
         p.add_argument("--log-every", type=int, default=10)
@@ -122,6 +122,8 @@ def add_commands(commands, common: argparse.ArgumentParser, index_build: argpars
         p.add_argument("--name", help="run name; an existing name resumes from its latest checkpoint")
         p.add_argument("--storage-path", help="where runs keep checkpoints (default LLMREC_HOME/runs)")
         p.add_argument("--output", help="model directory to write (default LLMREC_HOME/models/RUN)")
+        if task == "reranker":
+            p.add_argument("--random-negatives", type=float, default=1.0, help="share of negatives drawn at random from unseen items (the rest are mined hard ones)")
         p.set_defaults(func=cmd_train, task=task)
 
     p = train.add_parser("compare", parents=[common], help="Recall@20/NDCG@20 of encoders on cold items, users served from text (no Ray)")

@@ -168,10 +168,8 @@ def reranker_pairs(
     """(text_a, text_b, label) for the cross-encoder, half positive: each encoder pair gives its
     positive (1) and one negative (0): with probability `random_fraction` a random item of
     `item_ids` the user never interacted with, else its mined hard negative (column `negative_id`,
-    needed only when `random_fraction` < 1). Random negatives teach what a liked item looks like
-    at all; on CPU budgets only they were learned (MovieLens-1M, 400-450 steps x 32 at lr 1e-4):
-    all random reached validation AUC 0.674, half hard was still at the chance loss after 140
-    steps, and hard negatives with dislikes at lr 3e-5 ended at AUC 0.47."""
+    needed only when `random_fraction` < 1). Random negatives by default: within a CPU budget they
+    are what the cross-encoder learns from (README, "The trained reranker": runs r2-r4)."""
     rng = np.random.default_rng(seed)
     ids = list(item_ids)
     rows = []
