@@ -8,7 +8,7 @@ import numpy as np
 from ray import serve
 
 from llmrec.config import PipelineConfig
-from llmrec.encoder import Encoder
+from llmrec.serving.encoder import Encoder
 
 
 @serve.deployment(name="Encoder", max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})

@@ -15,16 +15,29 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 import llmrec
-from llmrec.config import PipelineConfig
-from llmrec.http import AdminKey, BodyLimitMiddleware, install_error_handlers, install_request_ids, request_id_of
-from llmrec.intent import Intent
-from llmrec.items import item_text
-from llmrec.pipeline import Pipeline, scene_listing
-from llmrec.ranking import Ranked, UserContext
-from llmrec.retriever import Retrieved
-from llmrec.router import RouteDecision
-from llmrec.schemas import EventBatch, Filters, IntentRequest, ItemBatch, RecommendRequest, RecommendResponse
 from deployments.metrics import ServiceMetrics
+from llmrec.config import PipelineConfig
+from llmrec.data.items import item_text
+from llmrec.intent.schema import Intent
+from llmrec.serving.http import (
+    AdminKey,
+    BodyLimitMiddleware,
+    install_error_handlers,
+    install_request_ids,
+    request_id_of,
+)
+from llmrec.serving.pipeline import Pipeline, scene_listing
+from llmrec.serving.ranker import Ranked, UserContext
+from llmrec.serving.retriever import Retrieved
+from llmrec.serving.router import RouteDecision
+from llmrec.serving.schemas import (
+    EventBatch,
+    Filters,
+    IntentRequest,
+    ItemBatch,
+    RecommendRequest,
+    RecommendResponse,
+)
 
 log = logging.getLogger("ray.serve")
 

@@ -12,9 +12,10 @@ import asyncio
 
 from ray import serve
 
-from llmrec.catalog import load_catalog
 from llmrec.config import PipelineConfig
-from llmrec.intent import Intent, IntentParser
+from llmrec.data.catalog import load_catalog
+from llmrec.intent.parser import IntentParser
+from llmrec.intent.schema import Intent
 
 
 @serve.deployment(name="IntentParser", max_ongoing_requests=32, ray_actor_options={"num_cpus": 0.5})

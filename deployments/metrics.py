@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray.util.metrics import Counter, Histogram
 
-from llmrec.schemas import RecommendResponse
+from llmrec.serving.schemas import RecommendResponse
 
 LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 

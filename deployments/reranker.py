@@ -7,12 +7,12 @@ from typing import Any
 
 from ray import serve
 
-from llmrec.catalog import load_catalog
 from llmrec.config import PipelineConfig
-from llmrec.ranking import Ranked, RankingStage, UserContext
-from llmrec.retriever import Retrieved
-from llmrec.schemas import EventIn, Filters, RecommendRequest
-from llmrec.store import Store, follow
+from llmrec.data.catalog import load_catalog
+from llmrec.data.store import Store, follow
+from llmrec.serving.ranker import Ranked, RankingStage, UserContext
+from llmrec.serving.retriever import Retrieved
+from llmrec.serving.schemas import EventIn, Filters, RecommendRequest
 
 
 @serve.deployment(name="Reranker", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})

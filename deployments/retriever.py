@@ -8,12 +8,12 @@ import numpy as np
 from ray import serve
 from ray.util.metrics import Gauge
 
-from llmrec.catalog import load_catalog
 from llmrec.config import PipelineConfig
-from llmrec.encoder import Encoder
-from llmrec.retriever import Retrieved, Retriever
-from llmrec.schemas import Filters, ItemIn
-from llmrec.store import Store, follow
+from llmrec.data.catalog import load_catalog
+from llmrec.data.store import Store, follow
+from llmrec.serving.encoder import Encoder
+from llmrec.serving.retriever import Retrieved, Retriever
+from llmrec.serving.schemas import Filters, ItemIn
 
 
 @serve.deployment(name="Retriever", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})

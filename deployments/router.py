@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from ray import serve
 
-from llmrec.catalog import load_catalog
 from llmrec.config import PipelineConfig
-from llmrec.encoder import Encoder
-from llmrec.router import RouteDecision, SceneRouter
+from llmrec.data.catalog import load_catalog
+from llmrec.serving.encoder import Encoder
+from llmrec.serving.router import RouteDecision, SceneRouter
 
 
 @serve.deployment(name="SceneRouter", ray_actor_options={"num_cpus": 0.5})

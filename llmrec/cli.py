@@ -55,7 +55,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from llmrec.datasets import prepare
+    from llmrec.data.datasets import prepare
 
     started = time.perf_counter()
     catalog, where = prepare(args.name, args.source, args.output)
@@ -70,14 +70,14 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_models_prepare(args: argparse.Namespace) -> None:
-    from llmrec.assets import resolve_model
+    from llmrec.data.assets import resolve_model
 
     path = resolve_model(args.name, prepare=True)
     _emit(args, {"model": args.name, "path": path}, f"model {args.name} ready at {path}")
 
 
 def _recommender(args: argparse.Namespace):
-    from llmrec.recommender import Recommender
+    from llmrec.serving.recommender import Recommender
 
     return Recommender(_config(args))
 
@@ -85,8 +85,8 @@ def _recommender(args: argparse.Namespace):
 def cmd_index_build(args: argparse.Namespace) -> None:
     if getattr(args, "ray", False):  # the Ray Data job (train/index_job.py): a new index version, switched atomically
         return args.ray_func(args)
-    from llmrec.recommender import Recommender
-    from llmrec.retriever import index_dir
+    from llmrec.serving.recommender import Recommender
+    from llmrec.serving.retriever import index_dir
 
     started = time.perf_counter()
     recommender = Recommender(_config(args), rebuild_index=True)
@@ -102,7 +102,7 @@ def cmd_index_build(args: argparse.Namespace) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace) -> None:
-    from llmrec.schemas import RecommendRequest
+    from llmrec.serving.schemas import RecommendRequest
 
     request = RecommendRequest(
         user_id=args.user_id,
@@ -122,7 +122,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
 
 
 def cmd_items_add(args: argparse.Namespace) -> None:
-    from llmrec.schemas import ItemIn
+    from llmrec.serving.schemas import ItemIn
 
     if args.file:
         lines = Path(args.file).read_text().splitlines()
@@ -141,7 +141,7 @@ def cmd_items_remove(args: argparse.Namespace) -> None:
 
 
 def cmd_events_add(args: argparse.Namespace) -> None:
-    from llmrec.schemas import EventIn
+    from llmrec.serving.schemas import EventIn
 
     event = EventIn(user_id=args.user_id, item_id=args.item_id, kind=args.kind, value=args.value)
     stored = _recommender(args).record_events([event])
@@ -154,7 +154,7 @@ def cmd_scenes(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_encoder(args: argparse.Namespace) -> None:
-    from llmrec import bench
+    from llmrec.bench import encoder as bench
 
     texts = bench.read_texts(args.texts) if args.texts else bench.catalog_texts(_config(args).catalog)
     texts = texts[: args.limit] if args.limit else texts
@@ -163,9 +163,9 @@ def cmd_bench_encoder(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> None:
-    from llmrec import loadtest
-    from llmrec.catalog import load_catalog
-    from llmrec.recommender import Recommender
+    from llmrec.bench import serve as loadtest
+    from llmrec.data.catalog import load_catalog
+    from llmrec.serving.recommender import Recommender
 
     config = _config(args)
     levels = [int(level) for level in args.concurrency.split(",")]
@@ -188,7 +188,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from llmrec.catalog import catalog_dir
+    from llmrec.data.catalog import catalog_dir
 
     config = _config(args)  # fail here, with a clear message, rather than inside every replica
     if not (catalog_dir(config.catalog) / "manifest.json").is_file() and not (Path(config.catalog) / "manifest.json").is_file():
@@ -200,9 +200,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_intent(args: argparse.Namespace) -> None:
-    from llmrec.catalog import load_catalog
-    from llmrec.intent import IntentParser
-    from llmrec.intent_eval import evaluate, load_cases, markdown
+    from llmrec.data.catalog import load_catalog
+    from llmrec.intent.evaluation import evaluate, load_cases, markdown
+    from llmrec.intent.parser import IntentParser
 
     config = _config(args)
     intent_config = config.intent.model_copy(update={"backend": args.backend}) if args.backend else config.intent
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", type=Path, help="write every ranked list as CSV: model,user_id,item_id,rank,score")
     p.add_argument("--output", type=Path, help="where the JSON result and PNG plot go (default LLMREC_HOME/eval)")
     p.add_argument("--reduced", type=int, metavar="N", help="quick check: at most N evaluated users (rows for ml1m-scenes)")
-    p.add_argument("--cases", type=Path, help="intent: labelled JSONL (default: the packaged llmrec/data/intent_cases.jsonl)")
+    p.add_argument("--cases", type=Path, help="intent: labelled JSONL (default: the packaged llmrec/intent/cases.jsonl)")
     p.add_argument("--backend", choices=["none", "transformers", "vllm"], help="intent: parser backend (default: the config's intent.backend)")
     p.add_argument("--split", choices=["dev", "test", "all"], default="all", help="intent: the cases' split to evaluate")
     p.set_defaults(func=cmd_eval)

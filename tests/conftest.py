@@ -26,8 +26,8 @@ def llmrec_home() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_catalog(llmrec_home: Path):
-    from llmrec.catalog import catalog_dir, load_catalog
-    from llmrec.datasets import prepare
+    from llmrec.data.catalog import catalog_dir, load_catalog
+    from llmrec.data.datasets import prepare
 
     if not (catalog_dir("demo") / "manifest.json").is_file():
         prepare("demo")
@@ -36,7 +36,7 @@ def demo_catalog(llmrec_home: Path):
 
 @pytest.fixture(scope="session")
 def encoder():
-    from llmrec.encoder import Encoder
+    from llmrec.serving.encoder import Encoder
 
     return Encoder()
 
@@ -54,7 +54,7 @@ def nudge_weights(model) -> None:
 @pytest.fixture(scope="session")
 def exported_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cross-encoder directory as `llmrec train reranker` exports it (MiniLM, nudged weights)."""
-    from llmrec.assets import resolve_model
+    from llmrec.data.assets import resolve_model
     from llmrec.training.export import export_cross_encoder
     from llmrec.training.model import CrossScorer
 
@@ -75,8 +75,8 @@ def demo_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo(demo_catalog, encoder, demo_store_path: Path):
     """The demo recommender with real MiniLM indexes (built once, then loaded from LLMREC_HOME)."""
     from llmrec.config import PipelineConfig
-    from llmrec.recommender import Recommender
-    from llmrec.store import SQLiteStore
+    from llmrec.data.store import SQLiteStore
+    from llmrec.serving.recommender import Recommender
 
     return Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(demo_store_path))
 

@@ -35,8 +35,8 @@ def _machine(use_gpu: bool) -> str:
 def train_benchmark(config: PipelineConfig, steps: int = 20, batch_size: int = 16, max_seq_length: int = 64, items: int = 1000, num_workers: int = 1, actors: int = 1, use_gpu: bool = False) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
-    from llmrec.assets import resolve_model
-    from llmrec.catalog import load_catalog
+    from llmrec.data.assets import resolve_model
+    from llmrec.data.catalog import load_catalog
     from llmrec.training.loop import LocalHooks, LoopConfig, train_loop
     from llmrec.training.pairs import CatalogText, encoder_pairs
     from train.jobs import TrainJob, cold_split, embed_with_ray, init_ray, make_trainer

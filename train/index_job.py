@@ -32,15 +32,15 @@ class IndexJob:
 def _retriever_functions():
     """(catalog_fingerprint, index_dir): where the serving retriever keys and keeps its indexes."""
     try:
-        from llmrec.retriever import catalog_fingerprint, index_dir
+        from llmrec.serving.retriever import catalog_fingerprint, index_dir
     except ImportError:  # the recommender before its split into stages
-        from llmrec.recommender import catalog_fingerprint, index_dir
+        from llmrec.serving.recommender import catalog_fingerprint, index_dir
     return catalog_fingerprint, index_dir
 
 
 def index_key(config: PipelineConfig, catalog) -> dict[str, Any]:
     """The key the retriever compares before reusing a saved index (Retriever._index_key)."""
-    from llmrec.text import TEXT_VERSION
+    from llmrec.data.text import TEXT_VERSION
 
     catalog_fingerprint, _ = _retriever_functions()
 
@@ -56,8 +56,8 @@ def index_key(config: PipelineConfig, catalog) -> dict[str, Any]:
 
 
 def build_index(config: PipelineConfig, job: IndexJob | None = None) -> dict[str, Any]:
-    from llmrec.catalog import load_catalog
-    from llmrec.index import VectorIndex
+    from llmrec.data.catalog import load_catalog
+    from llmrec.index.vector_index import VectorIndex
     from llmrec.training.artifacts import publish_version
     from llmrec.training.pairs import CatalogText
     from train.jobs import embed_with_ray, init_ray

@@ -26,7 +26,7 @@ import pandas as pd
 
 from llmrec.config import llmrec_home
 
-SPLIT = {"name": "cold-items", "function": "llmrec.splits.cold_item_split", "cold_fraction": 0.2, "seed": 42, "train_on": "train", "validate_on": "cold_valid"}
+SPLIT = {"name": "cold-items", "function": "llmrec.data.splits.cold_item_split", "cold_fraction": 0.2, "seed": 42, "train_on": "train", "validate_on": "cold_valid"}
 
 
 @dataclass
@@ -66,7 +66,7 @@ class TrainJob:
     def resolved(self) -> TrainJob:
         from dataclasses import replace
 
-        from llmrec.assets import resolve_model
+        from llmrec.data.assets import resolve_model
 
         name = self.name or f"{self.task}-{self.data}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
         storage = self.storage_path or str(llmrec_home() / "runs")
@@ -130,7 +130,7 @@ def cold_split(catalog):
     try:
         from llmrec.evaluation.protocols import ml1m_cold_items_split
     except ImportError:
-        from llmrec.splits import cold_item_split
+        from llmrec.data.splits import cold_item_split
 
         return cold_item_split(catalog.interactions, SPLIT["cold_fraction"], SPLIT["seed"])
     return ml1m_cold_items_split(catalog)
@@ -138,7 +138,7 @@ def cold_split(catalog):
 
 def prepare_data(job: TrainJob) -> tuple[Path, Any, dict[str, Any]]:
     """Pairs parquet (cached per run), the validation data, and what the card says about them."""
-    from llmrec.catalog import load_catalog
+    from llmrec.data.catalog import load_catalog
     from llmrec.training import pairs as P
 
     catalog = load_catalog(job.data)
@@ -187,7 +187,7 @@ def prepare_data(job: TrainJob) -> tuple[Path, Any, dict[str, Any]]:
 def zero_shot(job: TrainJob, validation: Any) -> dict[str, float]:
     """The starting encoder on the same validation set, through the serving Encoder."""
     from llmrec.config import EncoderConfig
-    from llmrec.encoder import Encoder
+    from llmrec.serving.encoder import Encoder
     from llmrec.training.evaluate import retrieval_metrics
 
     encoder = Encoder(EncoderConfig(model=job.base_model, device="cpu", max_seq_length=job.max_seq_length))
@@ -270,9 +270,9 @@ def compare_encoders(models: list[str], data: str = "movielens-1m", part: str = 
     """Recall@20 / NDCG@20 of each encoder, served as the recommender serves a user (their liked
     titles and profile as text, from the split's train part), ranking the cold items of `part`
     (cold_valid or cold_test) for the users who liked at least one of them. No Ray needed."""
-    from llmrec.catalog import load_catalog
     from llmrec.config import EncoderConfig
-    from llmrec.encoder import Encoder
+    from llmrec.data.catalog import load_catalog
+    from llmrec.serving.encoder import Encoder
     from llmrec.training.evaluate import retrieval_metrics
     from llmrec.training.pairs import CatalogText, cold_validation_set
 

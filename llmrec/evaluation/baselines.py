@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llmrec.collab import ItemItemModel
 from llmrec.config import EncoderConfig, llmrec_home
+from llmrec.data.text import render_user
 from llmrec.evaluation.tasks import Items, Metric, Queries, TrainData, objective_value
-from llmrec.text import render_user
+from llmrec.serving.collaborative import ItemItemModel
 
 
 class Model:
@@ -103,7 +103,7 @@ def keep_top(similarity: np.ndarray, n: int) -> np.ndarray:
 
 
 class EASE(Model):
-    """Steck's EASE through `llmrec.collab.ItemItemModel` (the pipeline's own collaborative model),
+    """Steck's EASE through `llmrec.serving.collaborative.ItemItemModel` (the pipeline's own collaborative model),
     its item-item matrix laid over the protocol's columns (items never interacted with stay 0)."""
 
     name = "ease"
@@ -227,7 +227,7 @@ class Embedder:
     @property
     def encoder(self):
         if self._encoder is None:
-            from llmrec.encoder import Encoder
+            from llmrec.serving.encoder import Encoder
 
             self._encoder = Encoder(EncoderConfig(model=self.spec))
         return self._encoder

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.crossrerank import CrossReranker, rescore_head
 from llmrec.evaluation.baselines import Model
 from llmrec.evaluation.tasks import Metric, Queries, TrainData, objective_value
+from llmrec.serving.cross_encoder import CrossReranker, rescore_head
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 HEAD = 30  # rerank.cross_candidates' default

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from llmrec.catalog import Catalog, load_catalog
+from llmrec.data.catalog import Catalog, load_catalog
+from llmrec.data.splits import (
+    ColdItemSplit,
+    cold_item_split,
+    cold_user_split,
+    stratified_split,
+)
 from llmrec.evaluation.tasks import (
     Items,
     Queries,
@@ -25,12 +31,6 @@ from llmrec.evaluation.tasks import (
     queries,
     train_data,
     user_profiles,
-)
-from llmrec.splits import (
-    ColdItemSplit,
-    cold_item_split,
-    cold_user_split,
-    stratified_split,
 )
 
 COLD_USER_STEPS = (0, 1, 3, 5)  # interactions revealed: the profile alone, then the first 1, 3 and 5

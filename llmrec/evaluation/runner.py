@@ -84,7 +84,7 @@ class Models:
     def build(self, name: str, first: Model | None = None) -> Model:
         """A fresh model; `llmrec-rerank` wraps `first`, the tuned llmrec variant."""
         if name == "llmrec-rerank":
-            from llmrec.crossrerank import CrossReranker
+            from llmrec.serving.cross_encoder import CrossReranker
 
             return CrossReranked(name, first, CrossReranker(str(self.reranker_dir)))
         if name in BASELINES:

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llmrec import metrics
-from llmrec.catalog import Catalog, load_catalog
+from llmrec.evaluation import metrics
+from llmrec.data.catalog import Catalog, load_catalog
 from llmrec.errors import LLMRecError
 from llmrec.evaluation.runner import Run
 

@@ -16,10 +16,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llmrec import metrics
-from llmrec.catalog import Catalog
-from llmrec.text import render_item, render_user
-from llmrec.training.pairs import LIKED_TITLES, POSITIVE_RATING  # the user text the models were trained on
+from llmrec.evaluation import metrics
+from llmrec.data.catalog import Catalog
+from llmrec.data.text import render_item, render_user
+from llmrec.training.pairs import (  # the user text the models were trained on
+    LIKED_TITLES,
+    POSITIVE_RATING,
+)
 
 
 @dataclass
@@ -189,7 +192,7 @@ def metric_specs(names: Sequence[str]) -> list[Metric]:
 
 
 def evaluate(queries: Queries, ranked: list[list[int]], specs: Sequence[Metric]) -> dict[str, float]:
-    """The metrics of ranked lists against the queries' targets (llmrec.metrics, MSR conventions).
+    """The metrics of ranked lists against the queries' targets (llmrec.evaluation.metrics, MSR conventions).
     Only users with targets count: MSR keeps the users present in both test and predictions."""
     recommended = {u: r for u, r, rel in zip(queries.user_ids, ranked, queries.relevant) if rel}
     relevant = {u: rel for u, rel in zip(queries.user_ids, queries.relevant) if rel}

@@ -35,7 +35,7 @@ class BatchEmbedder:
 
     def __init__(self, model: str, device: str = "cpu", max_seq_length: int = 128, batch_size: int = 64, dtype: str = "float32") -> None:
         from llmrec.config import EncoderConfig
-        from llmrec.encoder import Encoder
+        from llmrec.serving.encoder import Encoder
 
         self.encoder = Encoder(EncoderConfig(model=model, device=device, max_seq_length=max_seq_length, batch_size=batch_size, dtype=dtype))
 

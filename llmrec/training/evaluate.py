@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmrec.metrics import auc, ndcg_at_k, recall_at_k
+from llmrec.evaluation.metrics import auc, ndcg_at_k, recall_at_k
 from llmrec.training.model import tokenize
 
 

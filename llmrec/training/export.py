@@ -3,7 +3,7 @@
 Encoder: a sentence-transformers directory (the base model's modules, pooling and tokenizer, with
 the trained transformer weights), so `EncoderConfig(model=DIR)` / `--set encoder.model=DIR` loads
 it. Reranker: a transformers sequence-classification directory with one output, which
-`sentence_transformers.CrossEncoder(DIR)` and `llmrec.crossrerank.CrossReranker` load.
+`sentence_transformers.CrossEncoder(DIR)` and `llmrec.serving.cross_encoder.CrossReranker` load.
 The directory is written beside the target and renamed into place, so a reader never sees half a
 model; the card is `card.json` (machine-readable) and `README.md` (the same, for people).
 """

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmrec.text import render_user
+from llmrec.data.text import render_user
 
 POSITIVE_RATING = 4.0  # the config's rerank.positive_rating: ratings at or above are likes
 LIKED_TITLES = 10  # the recommender puts the user's last 10 liked titles in the user text
@@ -27,9 +27,9 @@ PROFILE_EXCLUDE = {"zip_code"}  # identifiers, not taste (the recommender leaves
 def item_records(catalog) -> dict[str, Any]:
     """The serving item records (ItemRecord.render() is the text the index embeds)."""
     try:
-        from llmrec.items import items_from_catalog
+        from llmrec.data.items import items_from_catalog
     except ImportError:  # the recommender before its split into stages
-        from llmrec.recommender import Recommender
+        from llmrec.serving.recommender import Recommender
 
         return Recommender._items_from(catalog)
     return items_from_catalog(catalog)

@@ -1,0 +1,1 @@
+"""Benchmarks (commands, not tests): encoder and retrieval throughput, HTTP serving against in-process."""

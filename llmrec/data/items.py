@@ -1,0 +1,90 @@
+"""The item table every stage keeps: the catalog's items plus the stored changes since.
+
+The Retriever and the ranking stage each hold one (in a cluster they run in different processes),
+and both follow the same change log, so they agree on what exists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmrec.data.catalog import Catalog
+from llmrec.data.store import ItemChange
+from llmrec.data.text import render_item
+from llmrec.serving.schemas import Filters, ItemIn
+
+NEW_ITEM_SECONDS = 30 * 24 * 3600
+_OPAQUE_ID = ("m.", "g.")  # Freebase ids: facts pointing at them say nothing to a language model
+
+
+@dataclass
+class ItemRecord:
+    item_id: str
+    scene: str
+    title: str
+    text: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    created_at: int = 0
+    facts: list[tuple[str, str]] = field(default_factory=list)
+
+    def render(self) -> str:
+        return render_item(self.scene, self.title, self.attributes, self.text, self.facts)
+
+    def is_recent(self, now: float | None = None) -> bool:
+        return (now or time.time()) - self.created_at < NEW_ITEM_SECONDS
+
+
+def items_from_catalog(catalog: Catalog) -> dict[str, ItemRecord]:
+    facts: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for item_id, relation, obj in catalog.kg.itertuples(index=False):
+        if not obj.startswith(_OPAQUE_ID):
+            facts[item_id].append((relation, obj))
+    return {
+        row.item_id: ItemRecord(row.item_id, row.scene, row.title, row.text, json.loads(row.attributes), int(row.created_at), facts.get(row.item_id, []))
+        for row in catalog.items.itertuples(index=False)
+    }
+
+
+def item_text(item: ItemIn) -> str:
+    """What the encoder embeds for an item sent by a client (the same text the catalog's items get)."""
+    return render_item(item.scene, item.title, item.attributes, item.text)
+
+
+def record_from_change(change: ItemChange) -> ItemRecord:
+    return ItemRecord(change.item_id, change.scene, change.title, change.text, change.attributes or {}, change.created_at)
+
+
+def _comparable(value: Any) -> Any:
+    """Numbers compare as numbers (10 == 10.0), everything else as lower-case text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return str(value).lower()
+
+
+def item_matches(attributes: dict[str, Any], filters: Filters) -> bool:
+    """True when the item satisfies every attribute and range constraint."""
+    for key, wanted in filters.attributes.items():
+        have = attributes.get(key)
+        have_set = {_comparable(v) for v in (have if isinstance(have, list) else [have])} if have is not None else set()
+        wanted_set = {_comparable(v) for v in (wanted if isinstance(wanted, list) else [wanted])}
+        if not have_set & wanted_set:
+            return False
+    for key, bounds in filters.ranges.items():
+        value = attributes.get(key)
+        if not isinstance(value, (int, float)):
+            return False
+        if (bounds.min is not None and value < bounds.min) or (bounds.max is not None and value > bounds.max):
+            return False
+    return True
+
+
+def allow_filter(items: dict[str, ItemRecord], excluded: Iterable[str], filters: Filters) -> Callable[[str], bool]:
+    """A predicate over item ids: not excluded, known, and matching the filters."""
+    excluded = set(excluded)
+    constrained = bool(filters.attributes or filters.ranges)
+    return lambda i: i not in excluded and i in items and (not constrained or item_matches(items[i].attributes, filters))

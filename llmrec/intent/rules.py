@@ -1,0 +1,81 @@
+"""Years and prices stated in the text (English and Chinese), read by rules, not by the model."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from llmrec.intent.schema import (
+    normalize_text,
+)
+
+# --- years and prices stated in the text (English and Chinese) ---------------------------------
+
+_CN_DECADES = {"五": 1950, "六": 1960, "七": 1970, "八": 1980, "九": 1990}
+_YEAR = r"((?:18|19|20)\d\d)"
+_MONEY_UNIT = r"(?:dollars?|bucks?|usd|euros?|eur|pounds?|gbp|yuan|rmb|美元|美金|刀|欧元|英镑|元|块钱|块)"
+_AMOUNT = rf"(?:[$€£¥]\s*(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*{_MONEY_UNIT})"
+
+
+def _amount(match: re.Match, first: int) -> float:
+    return float(match.group(first) or match.group(first + 1))
+
+
+def rule_constraints(text: str) -> dict[str, Any]:
+    """Years and prices that the text states outright; {} when it states none."""
+    low = normalize_text(text)
+    out: dict[str, Any] = {}
+    # decades: 90s, 1990s, the late 80's, 九十年代末, 90年代
+    m = re.search(r"\b(early|mid|late)?[\s-]*(?:the\s+)?((?:19|20)?\d)0'?s\b", low)
+    cn = re.search(r"([五六七八九]十|\d0)年代(初|中|末)?(以后|之后|以来|以前|之前)?", low)
+    if m:
+        digits = m.group(2)
+        start = int(digits) * 10 if len(digits) == 3 else (1900 + int(digits) * 10 if int(digits) >= 3 else 2000 + int(digits) * 10)
+        part = m.group(1)
+    elif cn:
+        key = cn.group(1)
+        start = _CN_DECADES[key[0]] if key[0] in _CN_DECADES else (1900 + int(key) if int(key) >= 30 else 2000 + int(key))
+        part = {"初": "early", "中": "mid", "末": "late"}.get(cn.group(2) or "")
+    else:
+        start = None
+    if start is not None:
+        lo, hi = {"early": (0, 3), "mid": (3, 6), "late": (7, 9)}.get(part or "", (0, 9))
+        bound = cn.group(3) if cn and not m else None
+        if bound in ("以后", "之后", "以来"):
+            out["year_min"] = start + lo
+        elif bound in ("以前", "之前"):
+            out["year_max"] = start + hi
+        else:
+            out.update(year_min=start + lo, year_max=start + hi)
+    # explicit years: ranges, then open bounds, then a single year
+    m = re.search(rf"(?:between|from)\s+{_YEAR}\s+(?:and|to|until)\s+{_YEAR}|{_YEAR}\s*年?\s*(?:-|–|~|到|至)\s*{_YEAR}", low)
+    if m:
+        a, b = [int(g) for g in m.groups() if g]
+        out.update(year_min=min(a, b), year_max=max(a, b))
+    elif re.search(_YEAR, low):
+        lower = re.search(rf"(?:after|since|newer than|later than|not older than|nothing older than|no older than|post-?)\s*{_YEAR}|{_YEAR}\s*年?\s*(?:以后|之后|以来|后)", low)
+        upper = re.search(rf"(?:before|until|(?<!nothing )(?<!not )(?<!no )older than|prior to|up to|pre-?)\s*{_YEAR}|{_YEAR}\s*年?\s*(?:以前|之前|前)", low)
+        if lower:
+            out["year_min"] = int(lower.group(1) or lower.group(2))
+        if upper:
+            out["year_max"] = int(upper.group(1) or upper.group(2))
+        if not lower and not upper and "year_min" not in out:
+            single = re.search(rf"(?:from|in|of)\s+{_YEAR}\b|{_YEAR}\s*年的", low)
+            if single:
+                out["year_min"] = out["year_max"] = int(single.group(1) or single.group(2))
+    # prices: ranges, then upper and lower bounds
+    m = re.search(rf"between\s+[$€£¥]?\s*(\d+(?:\.\d+)?)\s*{_MONEY_UNIT}?\s*and\s+{_AMOUNT}|(\d+(?:\.\d+)?)\s*(?:到|至|-|~)\s*{_AMOUNT}", low)
+    if m:
+        a = float(m.group(1) or m.group(4))
+        b = _amount(m, 2) if m.group(1) else _amount(m, 5)
+        out.update(price_min=min(a, b), price_max=max(a, b))
+    else:
+        upper = re.search(rf"(?:under|below|less than|cheaper than|at most|max(?:imum)?|up to|within|no more than|not more than|不超过|低于|少于|不到|最多)\s*{_AMOUNT}|{_AMOUNT}\s*(?:以内|以下|之内|内)", low)
+        lower = re.search(rf"(?:over|above|(?<!no )(?<!not )more than|at least|min(?:imum)?|(?<!不)超过|高于|至少|不低于)\s*{_AMOUNT}|{_AMOUNT}\s*以上", low)
+        if upper:
+            out["price_max"] = _amount(upper, 1) if (upper.group(1) or upper.group(2)) else _amount(upper, 3)
+        if lower:
+            out["price_min"] = _amount(lower, 1) if (lower.group(1) or lower.group(2)) else _amount(lower, 3)
+    return out
+
+

@@ -1,0 +1,228 @@
+"""The retrieval stage: one FAISS index per scene over the item table, kept current from the store.
+
+Indexes are built once per (catalog content, text version, encoder, index settings) and cached
+under LLMREC_HOME/indexes; stored item changes carry their embeddings, so catching up with another
+process's writes needs no encoder unless the encoder changed since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from llmrec.config import PipelineConfig, llmrec_home
+from llmrec.data.catalog import Catalog
+from llmrec.data.items import (
+    ItemRecord,
+    allow_filter,
+    items_from_catalog,
+    record_from_change,
+)
+from llmrec.data.store import ItemChange, Store
+from llmrec.data.text import TEXT_VERSION
+from llmrec.errors import NotFoundError, RequestError
+from llmrec.index.vector_index import VectorIndex, read_index_meta
+from llmrec.serving.encoder import Encoder
+from llmrec.serving.schemas import Filters, ItemIn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Retrieved:
+    """Candidates of one scene with what the ranking stage needs: similarity to the request and vectors."""
+
+    item_ids: list[str]
+    semantic: np.ndarray
+    vectors: np.ndarray
+    titles: list[str]
+    attributes: list[dict[str, Any]]
+
+
+def catalog_fingerprint(catalog: Catalog) -> str:
+    """Changes whenever an item's indexed content changes; keys the on-disk index cache."""
+    digest = hashlib.sha256()
+    for row in catalog.items[["item_id", "scene", "title", "text", "attributes"]].itertuples(index=False):
+        digest.update("\x1f".join(row).encode())
+    digest.update(pd.util.hash_pandas_object(catalog.kg, index=False).values.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def index_dir(catalog_name: str, encoder_id: str) -> Path:
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_id)
+    return llmrec_home() / "indexes" / catalog_name / slug
+
+
+class Retriever:
+    """Per-scene ANN search with filters, and the item writes (embed, store, index)."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        catalog: Catalog,
+        store: Store,
+        encoder: Encoder | Callable[[], Encoder],
+        rebuild_index: bool = False,
+    ) -> None:
+        self.config = config
+        self.catalog_name = catalog.name
+        self.encoder_id = config.encoder.model
+        self._encoder = encoder
+        self.items = items_from_catalog(catalog)
+        self.scenes = catalog.scenes["scene"].tolist()
+        self.indexes = self.load_or_build_indexes(catalog, force=rebuild_index)
+        self.store = store
+        self._lock = threading.RLock()  # held by reads too: a follower thread applies writes
+        self._item_seq = 0
+        self.sync()
+
+    @property
+    def encoder(self) -> Encoder:
+        """Loaded on first use: a replica that finds its indexes cached and its writes embedded never needs it."""
+        if not isinstance(self._encoder, Encoder):
+            self._encoder = self._encoder()
+        return self._encoder
+
+    # ---- start-up -------------------------------------------------------------------------
+    def _index_key(self, catalog: Catalog) -> dict[str, Any]:
+        """Everything that changes what an index holds: a saved index is reused only if all of it matches."""
+        encoder = self.config.encoder
+        return {
+            "catalog_fingerprint": catalog_fingerprint(catalog),
+            "text_version": TEXT_VERSION,
+            "encoder": self.encoder_id,
+            "encoder_dtype": encoder.dtype,
+            "encoder_max_seq_length": encoder.max_seq_length,
+            "index_kind": self.config.index.kind,
+            "index_exact_below": self.config.index.exact_below,
+        }
+
+    def load_or_build_indexes(self, catalog: Catalog, force: bool = False) -> dict[str, VectorIndex]:
+        """Per-scene indexes from the on-disk cache when its key matches, else embedded and saved now."""
+        directory = index_dir(catalog.name, self.encoder_id)
+        key = self._index_key(catalog)
+        if not force and all((directory / s / "meta.json").is_file() for s in self.scenes):
+            metas = [read_index_meta(directory / s) for s in self.scenes]
+            if all({k: m.get(k) for k in key} == key for m in metas):
+                return {s: VectorIndex.load(directory / s, self.config.index) for s in self.scenes}
+        indexes = {}
+        for scene in self.scenes:
+            records = [r for r in self.items.values() if r.scene == scene]
+            vectors = [
+                self.encoder.encode([r.render() for r in records[start : start + 1024]])
+                for start in tqdm(range(0, len(records), 1024), desc=f"embedding {scene}", unit="batch", disable=not records)
+            ]
+            index = VectorIndex(self.encoder.dim, self.config.index, expected_size=len(records))
+            if records:  # one upsert: an IVF index trains on the whole scene
+                index.upsert([r.item_id for r in records], np.concatenate(vectors))
+            index.save(directory / scene, {"catalog": catalog.name, "scene": scene, **key})
+            indexes[scene] = index
+        return indexes
+
+    # ---- writes ---------------------------------------------------------------------------
+    def sync(self) -> int:
+        """Apply every item change in the store not yet seen here (by this or any other process)."""
+        with self._lock:
+            changes = self.store.item_changes(self._item_seq)
+            stale = [c for c in changes if c.op == "upsert" and not self._usable(c)]
+            fresh = dict(zip((c.seq for c in stale), self.encoder.encode([record_from_change(c).render() for c in stale]))) if stale else {}
+            for change in changes:
+                if change.op == "delete":
+                    self._drop(change.item_id)
+                else:
+                    self._put(record_from_change(change), fresh.get(change.seq, change.embedding))
+                self._item_seq = change.seq
+            return len(changes)
+
+    def _usable(self, change: ItemChange) -> bool:
+        dim = next(iter(self.indexes.values())).dim if self.indexes else None
+        return change.encoder == self.encoder_id and change.embedding is not None and len(change.embedding) == dim
+
+    def _put(self, record: ItemRecord, vector: np.ndarray) -> None:
+        if record.scene not in self.indexes:  # a stored item of a scene this catalog no longer has
+            log.warning("skipping stored item %s: scene %r is not in the catalog", record.item_id, record.scene)
+            return
+        old = self.items.get(record.item_id)
+        if old is not None and old.scene != record.scene:
+            self.indexes[old.scene].remove([record.item_id])
+        self.indexes[record.scene].upsert([record.item_id], vector)
+        self.items[record.item_id] = record
+
+    def _drop(self, item_id: str) -> None:
+        record = self.items.pop(item_id, None)
+        if record is not None:
+            self.indexes[record.scene].remove([item_id])
+
+    def check_scene(self, scene: str) -> str:
+        if scene not in self.indexes:
+            raise NotFoundError(f"unknown scene {scene!r}; known scenes: {self.scenes}")
+        return scene
+
+    def add_items(self, items: Sequence[ItemIn], vectors: np.ndarray | None = None) -> list[str]:
+        """Store durably (with embeddings), then index: each item is recommendable when this returns.
+
+        `vectors` lets a caller that already embedded the items (the Serve Encoder) skip a second pass.
+        """
+        if not items:
+            raise RequestError("no items given: send at least one")
+        for item in items:
+            self.check_scene(item.scene)
+        if len({i.item_id for i in items}) != len(items):
+            raise RequestError("the same item_id appears twice in one batch")
+        now = int(time.time())
+        records = [ItemRecord(i.item_id, i.scene, i.title, i.text, dict(i.attributes), now) for i in items]
+        if vectors is None:
+            vectors = self.encoder.encode([r.render() for r in records])
+        self.store.upsert_items(
+            ItemChange(0, r.item_id, "upsert", r.scene, r.title, r.text, r.attributes, r.created_at, self.encoder_id, v)
+            for r, v in zip(records, vectors)
+        )
+        self.sync()
+        return [r.item_id for r in records]
+
+    def remove_items(self, item_ids: Sequence[str]) -> list[str]:
+        self.sync()
+        unknown = [i for i in item_ids if i not in self.items]
+        if unknown:
+            raise NotFoundError(f"unknown item ids: {unknown[:10]}")
+        self.store.delete_items(item_ids)
+        self.sync()
+        return list(item_ids)
+
+    # ---- reads ----------------------------------------------------------------------------
+    def search(
+        self,
+        scene: str,
+        vector: np.ndarray | None,
+        n: int,
+        excluded: Sequence[str] = (),
+        filters: Filters | None = None,
+        extra_ids: Sequence[str] = (),
+    ) -> Retrieved:
+        """The `n` nearest items of the scene to the vector, plus `extra_ids` (e.g. collaborative
+        candidates), all passing the exclusions and filters."""
+        with self._lock:
+            self.sync()
+            index = self.indexes[self.check_scene(scene)]
+            allow = allow_filter(self.items, excluded, filters or Filters())
+            ids = [i for i, _ in index.search(vector, n, allow)] if vector is not None else []
+            seen = set(ids)
+            ids += [i for i in dict.fromkeys(extra_ids) if i not in seen and i in index and allow(i)]
+            vectors = index.vectors(ids) if ids else np.zeros((0, index.dim), dtype=np.float32)
+            titles, attributes = [self.items[i].title for i in ids], [self.items[i].attributes for i in ids]
+        semantic = vectors @ np.asarray(vector, dtype=np.float32) if vector is not None else np.zeros(len(ids), dtype=np.float32)
+        return Retrieved(ids, semantic, vectors, titles, attributes)
+
+    def scene_sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {s: len(i) for s, i in self.indexes.items()}

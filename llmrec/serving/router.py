@@ -1,0 +1,63 @@
+"""Scene routing: explicit scene > intent scene > nearest scene description > history > default."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmrec.data.catalog import Catalog
+from llmrec.errors import NotFoundError, RequestError
+
+
+@dataclass
+class RouteDecision:
+    scene: str
+    source: str  # "explicit" | "intent" | "embedding" | "history" | "default"
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+class SceneRouter:
+    """Holds one embedding per scene (its name and description); a new scene needs only those."""
+
+    def __init__(self, scene_texts: Mapping[str, str], scene_vectors: np.ndarray, default_scene: str | None = None) -> None:
+        self.scenes = list(scene_texts)
+        self.texts = dict(scene_texts)
+        self.vectors = np.asarray(scene_vectors, dtype=np.float32)
+        if default_scene is not None and default_scene not in self.texts:
+            raise ValueError(f"default scene {default_scene!r} is not one of {self.scenes}")
+        self.default_scene = default_scene
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog, encode: Callable[[list[str]], np.ndarray], default_scene: str | None = None) -> SceneRouter:
+        """One text per scene, its name and description: a new scene needs only those."""
+        texts = {s: f"{n}: {d}" for s, n, d in catalog.scenes[["scene", "name", "description"]].itertuples(index=False)}
+        return cls(texts, encode(list(texts.values())), default_scene)
+
+    def check(self, scene: str) -> str:
+        if scene not in self.texts:
+            raise NotFoundError(f"unknown scene {scene!r}; known scenes: {self.scenes}")
+        return scene
+
+    def route(
+        self,
+        explicit: str | None = None,
+        intent_scene: str | None = None,
+        query_vector: np.ndarray | None = None,
+        history_scenes: Sequence[str] = (),
+    ) -> RouteDecision:
+        if explicit:
+            return RouteDecision(self.check(explicit), "explicit")
+        if intent_scene in self.texts:  # an LLM may name a scene that does not exist: ignore it then
+            return RouteDecision(intent_scene, "intent")
+        if query_vector is not None:
+            similarity = self.vectors @ np.asarray(query_vector, dtype=np.float32).ravel()
+            scores = {s: round(float(v), 4) for s, v in zip(self.scenes, similarity)}
+            return RouteDecision(self.scenes[int(np.argmax(similarity))], "embedding", scores)
+        if history_scenes:
+            return RouteDecision(Counter(history_scenes).most_common(1)[0][0], "history")
+        if self.default_scene:
+            return RouteDecision(self.default_scene, "default")
+        raise RequestError(f"cannot tell which scene to recommend from: send a scene (one of {self.scenes}) or a query")
