@@ -5,7 +5,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 export LLMREC_HOME ?= $(HOME)/.cache/llmrec
 
-.PHONY: setup run test test-slow clean-home
+.PHONY: setup run lint test test-slow clean-home
 
 setup: $(VENV)/.installed
 
@@ -29,7 +29,11 @@ run: setup
 # packaged Qwen2.5-Coder-0.5B-Instruct (prepared once, about 3 minutes). VLLM_CPU=0 skips both.
 VLLM_CPU ?= 1
 
-test: setup
+# Lint (ruff, configured in pyproject.toml) runs first: a lint error fails the tests.
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
 ifeq ($(VLLM_CPU),1)
 	scripts/vllm_cpu.sh prepare
 endif

@@ -23,18 +23,14 @@ def build_app(args: AppArgs) -> Application:
     from deployments.encoder import EncoderDeployment
     from deployments.ingress import Ingress
     from deployments.intent import IntentParserDeployment
-    from deployments.reranker import RerankerDeployment
-    from deployments.retriever import RetrieverDeployment
-    from deployments.router import SceneRouterDeployment
+    from deployments.ranker import RankerDeployment
 
     config = load_config(args.config, args.overrides)
     return Ingress.bind(
         config,
         IntentParserDeployment.bind(config),
         EncoderDeployment.bind(config),
-        SceneRouterDeployment.bind(config),
-        RetrieverDeployment.bind(config),
-        RerankerDeployment.bind(config),
+        RankerDeployment.bind(config),
     )
 
 

@@ -8,7 +8,6 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import Body, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -26,13 +25,9 @@ from llmrec.serving.http import (
     install_request_ids,
     request_id_of,
 )
-from llmrec.serving.pipeline import Pipeline, scene_listing
-from llmrec.serving.ranker import Ranked, UserContext
-from llmrec.serving.retriever import Retrieved
-from llmrec.serving.router import RouteDecision
+from llmrec.serving.pipeline import Pipeline
 from llmrec.serving.schemas import (
     EventBatch,
-    Filters,
     IntentRequest,
     ItemBatch,
     RecommendRequest,
@@ -53,41 +48,13 @@ install_request_ids(api, lambda: getattr(api.state, "observe_request", None))
 Admin = Annotated[str | None, Header(alias="Authorization", description="Bearer KEY (admin routes)")]
 
 
-class HandleStages:
-    """The pipeline's stages as calls to the stage deployments."""
-
-    def __init__(self, intent: DeploymentHandle, encoder: DeploymentHandle, router: DeploymentHandle, retriever: DeploymentHandle, reranker: DeploymentHandle) -> None:
-        self.intent, self.encoder, self.router, self.retriever, self.reranker = intent, encoder, router, retriever, reranker
-
-    async def prepare(self, request: RecommendRequest) -> UserContext:
-        return await self.reranker.prepare.remote(request)
-
-    async def parse_intent(self, text: str) -> Intent:
-        return await self.intent.parse.remote(text)
-
-    async def encode(self, text: str) -> np.ndarray:
-        return await self.encoder.encode.remote(text)
-
-    async def route(self, explicit: str | None, intent_scene: str | None, vector: np.ndarray | None, history_scenes: list[str]) -> RouteDecision:
-        return await self.router.route.remote(explicit, intent_scene, vector, history_scenes)
-
-    async def candidate_ids(self, scene: str, context: UserContext, filters: Filters, has_text: bool) -> list[str]:
-        return await self.reranker.candidate_ids.remote(scene, context, filters, has_text)
-
-    async def search(self, scene: str, vector: np.ndarray | None, n: int, excluded: list[str], filters: Filters, extra_ids: list[str]) -> Retrieved:
-        return await self.retriever.search.remote(scene, vector, n, excluded, filters, extra_ids)
-
-    async def rank(self, scene: str, request: RecommendRequest, context: UserContext, retrieved: Retrieved, k: int, has_text: bool) -> Ranked:
-        return await self.reranker.rank.remote(scene, request, context, retrieved, k, has_text)
-
-
 @serve.deployment(name="Ingress", max_ongoing_requests=200, ray_actor_options={"num_cpus": 0.5})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, config: PipelineConfig, intent: DeploymentHandle, encoder: DeploymentHandle, router: DeploymentHandle, retriever: DeploymentHandle, reranker: DeploymentHandle) -> None:
-        self.stages = HandleStages(intent, encoder, router, retriever, reranker)
+    def __init__(self, config: PipelineConfig, intent: DeploymentHandle, encoder: DeploymentHandle, ranker: DeploymentHandle) -> None:
+        self.intent, self.encoder, self.ranker = intent, encoder, ranker
         self.metrics = ServiceMetrics()
-        self.pipeline = Pipeline(self.stages, config, observe=self.metrics.stage)
+        self.pipeline = Pipeline(intent, encoder, ranker, config, observe=self.metrics.stage)
         self.admin = AdminKey.from_env(config.server.api_key_env)
         api.state.max_body_bytes = config.server.max_body_bytes
         api.state.observe_request = self.metrics.request
@@ -106,27 +73,24 @@ class Ingress:
     async def put_items(self, body: Annotated[dict[str, Any], Body()], authorization: Admin = None) -> dict[str, Any]:
         self.admin.check(authorization)
         batch = ItemBatch.from_body(body)
-        await self.stages.retriever.check_scenes.remote(sorted({i.scene for i in batch.items}))
-        vectors = await self.stages.encoder.encode_many.remote([item_text(i) for i in batch.items])
-        ids = await self.stages.retriever.add_items.remote(batch.items, vectors)
+        await self.ranker.check_scenes.remote(sorted({i.scene for i in batch.items}))
+        vectors = await self.encoder.encode.remote([item_text(i) for i in batch.items])
+        ids = await self.ranker.add_items.remote(batch.items, vectors)
         return {"upserted": ids}
 
     @api.delete("/v1/items/{item_id}", summary="Remove an item (admin)")
     async def delete_item(self, item_id: str, authorization: Admin = None) -> dict[str, Any]:
         self.admin.check(authorization)
-        return {"deleted": await self.stages.retriever.remove_items.remote([item_id])}
+        return {"deleted": await self.ranker.remove_items.remote([item_id])}
 
     @api.post("/v1/events", summary="Record feedback: one event object, or {\"events\": [...]}")
     async def events(self, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         batch = EventBatch.from_body(body)
-        return {"stored": await self.stages.reranker.record_events.remote(batch.events)}
+        return {"stored": await self.ranker.record_events.remote(batch.events)}
 
     @api.get("/v1/scenes")
     async def scenes(self) -> list[dict[str, Any]]:
-        texts, info, sizes = await asyncio.gather(
-            self.stages.router.texts.remote(), self.stages.reranker.scene_info.remote(), self.stages.retriever.scene_sizes.remote()
-        )
-        return scene_listing(texts, info["names"], sizes, set(info["interactive"]))
+        return await self.ranker.scenes.remote()
 
     @api.get("/healthz", summary="Liveness: the ingress answers")
     async def healthz(self) -> dict[str, str]:
@@ -134,8 +98,8 @@ class Ingress:
 
     @api.get("/readyz", summary="Readiness: every stage has loaded its models and indexes")
     async def readyz(self) -> JSONResponse:
-        names = ["intent", "encoder", "router", "retriever", "reranker"]
-        handles = [getattr(self.stages, n) for n in names]
+        names = ["intent", "encoder", "ranker"]
+        handles = [getattr(self, n) for n in names]
         results = await asyncio.gather(*(asyncio.wait_for(h.ready.remote(), 2.0) for h in handles), return_exceptions=True)
         waiting = [n for n, r in zip(names, results) if r is not True]
         return JSONResponse({"ready": not waiting, "waiting_for": waiting}, status_code=503 if waiting else 200)

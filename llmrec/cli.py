@@ -85,8 +85,8 @@ def _recommender(args: argparse.Namespace):
 def cmd_index_build(args: argparse.Namespace) -> None:
     if getattr(args, "ray", False):  # the Ray Data job (train/index_job.py): a new index version, switched atomically
         return args.ray_func(args)
+    from llmrec.index.build import index_dir
     from llmrec.serving.recommender import Recommender
-    from llmrec.serving.retriever import index_dir
 
     started = time.perf_counter()
     recommender = Recommender(_config(args), rebuild_index=True)

@@ -32,7 +32,9 @@ def _machine(use_gpu: bool) -> str:
     return f"{torch.cuda.get_device_name(0)}, {cpu}" if use_gpu and torch.cuda.is_available() else cpu
 
 
-def train_benchmark(config: PipelineConfig, steps: int = 20, batch_size: int = 16, max_seq_length: int = 64, items: int = 1000, num_workers: int = 1, actors: int = 1, use_gpu: bool = False) -> dict[str, Any]:
+def train_benchmark(
+    config: PipelineConfig, steps: int = 20, batch_size: int = 16, max_seq_length: int = 64, items: int = 1000, num_workers: int = 1, actors: int = 1, use_gpu: bool = False
+) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
     from llmrec.data.assets import resolve_model
@@ -91,7 +93,8 @@ def train_benchmark(config: PipelineConfig, steps: int = 20, batch_size: int = 1
     rows.append({"what": f"train step: Ray Train TorchTrainer, {num_workers} worker(s)", "unit": "samples/s", "value": in_ray, "ratio": round(in_ray / plain, 3)})
     job_rate = batch_size * num_workers * (steps + 1) / wall
     rows.append({"what": "train job: TorchTrainer wall, start-up included", "unit": "samples/s", "value": round(job_rate, 2), "ratio": round(job_rate / plain, 3), "seconds": round(wall, 1)})
-    return {"machine": _machine(use_gpu), "device": device, "model": config.encoder.model, "catalog": catalog.name, "items": len(texts), "steps": steps, "batch_size": batch_size, "max_seq_length": max_seq_length, "loop": asdict(loop), "rows": rows}
+    settings = {"steps": steps, "batch_size": batch_size, "max_seq_length": max_seq_length, "loop": asdict(loop)}
+    return {"machine": _machine(use_gpu), "device": device, "model": config.encoder.model, "catalog": catalog.name, "items": len(texts), **settings, "rows": rows}
 
 
 def format_table(result: dict[str, Any]) -> str:

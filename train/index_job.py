@@ -29,35 +29,9 @@ class IndexJob:
     keep: int = 2
 
 
-def _retriever_functions():
-    """(catalog_fingerprint, index_dir): where the serving retriever keys and keeps its indexes."""
-    try:
-        from llmrec.serving.retriever import catalog_fingerprint, index_dir
-    except ImportError:  # the recommender before its split into stages
-        from llmrec.serving.recommender import catalog_fingerprint, index_dir
-    return catalog_fingerprint, index_dir
-
-
-def index_key(config: PipelineConfig, catalog) -> dict[str, Any]:
-    """The key the retriever compares before reusing a saved index (Retriever._index_key)."""
-    from llmrec.data.text import TEXT_VERSION
-
-    catalog_fingerprint, _ = _retriever_functions()
-
-    return {
-        "catalog_fingerprint": catalog_fingerprint(catalog),
-        "text_version": TEXT_VERSION,
-        "encoder": config.encoder.model,
-        "encoder_dtype": config.encoder.dtype,
-        "encoder_max_seq_length": config.encoder.max_seq_length,
-        "index_kind": config.index.kind,
-        "index_exact_below": config.index.exact_below,
-    }
-
-
 def build_index(config: PipelineConfig, job: IndexJob | None = None) -> dict[str, Any]:
     from llmrec.data.catalog import load_catalog
-    from llmrec.index.vector_index import VectorIndex
+    from llmrec.index.build import build_scene_indexes, index_dir, index_key
     from llmrec.training.artifacts import publish_version
     from llmrec.training.pairs import CatalogText
     from train.jobs import embed_with_ray, init_ray
@@ -71,16 +45,9 @@ def build_index(config: PipelineConfig, job: IndexJob | None = None) -> dict[str
     embed_started = time.perf_counter()
     embedded = embed_with_ray(frame, config.encoder.model, config.encoder.max_seq_length, job.actors, job.use_gpu, job.batch_size)
     embed_seconds = time.perf_counter() - embed_started
+    vectors = np.stack(embedded["vector"].to_list())
+    indexes, metadata = build_scene_indexes(config, catalog, embedded["item_id"].tolist(), embedded["scene"].tolist(), vectors)
     key = index_key(config, catalog)
-    indexes, metadata = {}, {}
-    for scene in catalog.scenes["scene"]:
-        rows = embedded[embedded["scene"] == scene]
-        index = VectorIndex(len(embedded["vector"].iloc[0]), config.index, expected_size=len(rows))
-        if len(rows):
-            index.upsert(rows["item_id"].tolist(), np.stack(rows["vector"].to_list()))
-        indexes[scene] = index
-        metadata[scene] = {"catalog": catalog.name, "scene": scene, **key}
-    _, index_dir = _retriever_functions()
     root = index_dir(catalog.name, config.encoder.model)
     info = {"encoder": config.encoder.model, "catalog": catalog.name, "items": len(frame), "actors": job.actors, "use_gpu": job.use_gpu, "key": key}
     version = publish_version(root, indexes, metadata, info, keep=job.keep)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ class TrainJob:
 
         from llmrec.data.assets import resolve_model
 
-        name = self.name or f"{self.task}-{self.data}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+        name = self.name or f"{self.task}-{self.data}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
         storage = self.storage_path or str(llmrec_home() / "runs")
         return replace(
             self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ class Catalog:
             getattr(self, table).to_parquet(directory / f"{table}.parquet", index=False)
         manifest = {
             "format_version": FORMAT_VERSION,
-            "written_at": datetime.now(timezone.utc).isoformat(),
+            "written_at": datetime.now(UTC).isoformat(),
             **self.summary(),
         }
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))

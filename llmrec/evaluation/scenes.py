@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llmrec.evaluation import metrics
 from llmrec.data.catalog import Catalog, load_catalog
 from llmrec.errors import LLMRecError
+from llmrec.evaluation import metrics
 from llmrec.evaluation.runner import Run
 
 SCENES = {"under-25": ("under 18", "18-24"), "25-34": ("25-34",), "35+": ("35-44", "45-49", "50-55", "56+")}

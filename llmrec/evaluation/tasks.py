@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llmrec.evaluation import metrics
 from llmrec.data.catalog import Catalog
 from llmrec.data.text import render_item, render_user
+from llmrec.evaluation import metrics
 from llmrec.training.pairs import (  # the user text the models were trained on
     LIKED_TITLES,
     POSITIVE_RATING,

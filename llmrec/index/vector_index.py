@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,7 @@ class VectorIndex:
             "kind": self.kind,
             "dim": self.dim,
             "count": len(self),
-            "written_at": datetime.now(timezone.utc).isoformat(),
+            "written_at": datetime.now(UTC).isoformat(),
             **(metadata or {}),
         }
         (directory / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -15,7 +15,7 @@ import json
 import shutil
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -226,6 +226,6 @@ def _write_card(spec: ChunkedGGUF, out: Path) -> None:
         "quantization": "Q4_K_M, dequantized",
         "dtype": "bfloat16",
         "transformers": metadata.version("transformers"),
-        "prepared": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "prepared": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")

@@ -30,7 +30,10 @@ EXAMPLES = [
     Example("an old black-and-white detective movie", {"scene": "movie", "keywords": ["detective", "black-and-white"], "include": ["film noir"]}, "movie"),
     Example("80年代的香港警匪片，不要爱情片", {"scene": "movie", "keywords": ["警匪", "香港"], "include": ["警匪"], "exclude": ["爱情"], "constraints": {"year_min": 1980, "year_max": 1989}}, "movie"),
     Example("slow acoustic songs for a rainy evening", {"scene": "music", "keywords": ["acoustic", "rainy evening"], "constraints": {"mood": "calm"}}, "music"),
-    Example("适合跳舞的英文歌，2010年以后的", {"scene": "music", "keywords": ["跳舞", "英文歌"], "include": ["dance"], "constraints": {"year_min": 2010, "language": "english", "mood": "energetic"}}, "music"),
+    Example("适合跳舞的英文歌，2010年以后的", {
+        "scene": "music", "keywords": ["跳舞", "英文歌"], "include": ["dance"],
+        "constraints": {"year_min": 2010, "language": "english", "mood": "energetic"},
+    }, "music"),
     Example("unsweetened almond milk under $6", {"scene": "grocery", "keywords": ["almond milk", "unsweetened"], "constraints": {"price_max": 6}}, "grocery"),
     Example("给朋友送的茶叶礼盒", {"scene": "grocery", "keywords": ["茶叶", "礼盒"], "include": ["tea"]}, "grocery"),
     Example("a biography of Steve Jobs to read", {"scene": None, "keywords": ["biography", "Steve Jobs"]}, "books"),

@@ -70,7 +70,8 @@ def rule_constraints(text: str) -> dict[str, Any]:
         b = _amount(m, 2) if m.group(1) else _amount(m, 5)
         out.update(price_min=min(a, b), price_max=max(a, b))
     else:
-        upper = re.search(rf"(?:under|below|less than|cheaper than|at most|max(?:imum)?|up to|within|no more than|not more than|不超过|低于|少于|不到|最多)\s*{_AMOUNT}|{_AMOUNT}\s*(?:以内|以下|之内|内)", low)
+        below = r"under|below|less than|cheaper than|at most|max(?:imum)?|up to|within|no more than|not more than|不超过|低于|少于|不到|最多"
+        upper = re.search(rf"(?:{below})\s*{_AMOUNT}|{_AMOUNT}\s*(?:以内|以下|之内|内)", low)
         lower = re.search(rf"(?:over|above|(?<!no )(?<!not )more than|at least|min(?:imum)?|(?<!不)超过|高于|至少|不低于)\s*{_AMOUNT}|{_AMOUNT}\s*以上", low)
         if upper:
             out["price_max"] = _amount(upper, 1) if (upper.group(1) or upper.group(2)) else _amount(upper, 3)

@@ -55,3 +55,7 @@ class Encoder:
             show_progress_bar=show_progress,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def embed(self, text: str) -> np.ndarray:
+        """One request's vector (the Serve deployment batches concurrent calls into one `encode`)."""
+        return self.encode([text])[0]

@@ -1,8 +1,8 @@
-"""The whole pipeline in one process: the stage objects composed by `Pipeline` over `LocalStages`.
+"""The whole pipeline in one process: the same stage objects and `Pipeline` that Ray Serve runs.
 
-The CLI, the tests and offline evaluation use this; Ray Serve runs the same stage objects as
-deployments (deployments/) and the same `Pipeline` in its ingress. Writes go to the Store first
-and reach every stage through its `sync()`, the same path another process's writes take.
+The CLI, the tests and offline evaluation use this; under Serve each stage object is a deployment
+(deployments/) and the ingress runs the same `Pipeline` over their handles. Writes go to the Store
+first and reach every stage through its `sync()`, the same path another process's writes take.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from llmrec.index.vector_index import VectorIndex
 from llmrec.intent.parser import IntentParser
 from llmrec.intent.schema import Intent
 from llmrec.serving.encoder import Encoder
-from llmrec.serving.pipeline import LocalStages, Pipeline, scene_listing
-from llmrec.serving.ranker import Histories, RankingStage
-from llmrec.serving.retriever import Retriever
-from llmrec.serving.router import SceneRouter
+from llmrec.serving.handles import LocalHandle
+from llmrec.serving.pipeline import Pipeline
+from llmrec.serving.ranker import Ranker
 from llmrec.serving.schemas import EventIn, ItemIn, RecommendRequest, RecommendResponse
+from llmrec.serving.users import Histories
 
 
 class Recommender:
@@ -42,45 +42,39 @@ class Recommender:
         self.catalog_name = catalog.name
         self.encoder = encoder or Encoder(self.config.encoder)
         self.store = store or Store.open(self.config.store.url, self.catalog_name)
-        self.router = SceneRouter.from_catalog(catalog, self.encoder.encode, self.config.router.default_scene)
-        self.intent = IntentParser(self.config.intent, self.router.texts)
-        self.retriever = Retriever(self.config, catalog, self.store, self.encoder, rebuild_index)
-        self.ranking = RankingStage(self.config, catalog, self.store)
-        self.pipeline = Pipeline(LocalStages(self.intent, self.encoder, self.router, self.retriever, self.ranking), self.config)
+        self.ranker = Ranker(self.config, catalog, self.store, self.encoder, rebuild_index)
+        self.intent = IntentParser(self.config.intent, self.ranker.router.texts)
+        self.pipeline = Pipeline(LocalHandle(self.intent), LocalHandle(self.encoder), LocalHandle(self.ranker), self.config)
 
     @property
     def items(self) -> dict[str, ItemRecord]:
-        return self.retriever.items
+        return self.ranker.items
 
     @property
     def indexes(self) -> dict[str, VectorIndex]:
-        return self.retriever.indexes
+        return self.ranker.retriever.indexes
 
     @property
     def histories(self) -> Histories:
-        return self.ranking.histories
+        return self.ranker.users.histories
 
     def sync(self) -> int:
         """Catch up with writes made by any process."""
-        return self.retriever.sync() + self.ranking.sync()
+        return self.ranker.sync()
 
     def add_items(self, items: Sequence[ItemIn]) -> list[str]:
         """Embed, store durably, then index: each item is recommendable when this returns."""
-        added = self.retriever.add_items(items)
-        self.ranking.sync()
-        return added
+        return self.ranker.add_items(items)
 
     def remove_items(self, item_ids: Sequence[str]) -> list[str]:
-        removed = self.retriever.remove_items(item_ids)
-        self.ranking.sync()
-        return removed
+        return self.ranker.remove_items(item_ids)
 
     def record_events(self, events: Sequence[EventIn]) -> int:
         """Store feedback durably; the user's next answer reflects it."""
-        return self.ranking.record_events(events)
+        return self.ranker.record_events(events)
 
     def scenes(self) -> list[dict[str, Any]]:
-        return scene_listing(self.router.texts, self.ranking.scene_names, self.retriever.scene_sizes(), set(self.ranking.collab))
+        return self.ranker.scenes()
 
     def parse_intent(self, text: str) -> Intent:
         return asyncio.run(self.pipeline.parse_intent(text))

@@ -7,20 +7,19 @@ process's writes needs no encoder unless the encoder changed since.
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
-from llmrec.config import PipelineConfig, llmrec_home
+from llmrec.config import PipelineConfig
 from llmrec.data.catalog import Catalog
 from llmrec.data.items import (
     ItemRecord,
@@ -29,8 +28,8 @@ from llmrec.data.items import (
     record_from_change,
 )
 from llmrec.data.store import ItemChange, Store
-from llmrec.data.text import TEXT_VERSION
 from llmrec.errors import NotFoundError, RequestError
+from llmrec.index.build import build_scene_indexes, index_dir, index_key
 from llmrec.index.vector_index import VectorIndex, read_index_meta
 from llmrec.serving.encoder import Encoder
 from llmrec.serving.schemas import Filters, ItemIn
@@ -47,20 +46,6 @@ class Retrieved:
     vectors: np.ndarray
     titles: list[str]
     attributes: list[dict[str, Any]]
-
-
-def catalog_fingerprint(catalog: Catalog) -> str:
-    """Changes whenever an item's indexed content changes; keys the on-disk index cache."""
-    digest = hashlib.sha256()
-    for row in catalog.items[["item_id", "scene", "title", "text", "attributes"]].itertuples(index=False):
-        digest.update("\x1f".join(row).encode())
-    digest.update(pd.util.hash_pandas_object(catalog.kg, index=False).values.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def index_dir(catalog_name: str, encoder_id: str) -> Path:
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_id)
-    return llmrec_home() / "indexes" / catalog_name / slug
 
 
 class Retriever:
@@ -94,40 +79,40 @@ class Retriever:
         return self._encoder
 
     # ---- start-up -------------------------------------------------------------------------
-    def _index_key(self, catalog: Catalog) -> dict[str, Any]:
-        """Everything that changes what an index holds: a saved index is reused only if all of it matches."""
-        encoder = self.config.encoder
-        return {
-            "catalog_fingerprint": catalog_fingerprint(catalog),
-            "text_version": TEXT_VERSION,
-            "encoder": self.encoder_id,
-            "encoder_dtype": encoder.dtype,
-            "encoder_max_seq_length": encoder.max_seq_length,
-            "index_kind": self.config.index.kind,
-            "index_exact_below": self.config.index.exact_below,
-        }
-
     def load_or_build_indexes(self, catalog: Catalog, force: bool = False) -> dict[str, VectorIndex]:
         """Per-scene indexes from the on-disk cache when its key matches, else embedded and saved now."""
         directory = index_dir(catalog.name, self.encoder_id)
-        key = self._index_key(catalog)
+        key = index_key(self.config, catalog)
         if not force and all((directory / s / "meta.json").is_file() for s in self.scenes):
             metas = [read_index_meta(directory / s) for s in self.scenes]
             if all({k: m.get(k) for k in key} == key for m in metas):
                 return {s: VectorIndex.load(directory / s, self.config.index) for s in self.scenes}
-        indexes = {}
-        for scene in self.scenes:
-            records = [r for r in self.items.values() if r.scene == scene]
-            vectors = [
-                self.encoder.encode([r.render() for r in records[start : start + 1024]])
-                for start in tqdm(range(0, len(records), 1024), desc=f"embedding {scene}", unit="batch", disable=not records)
-            ]
-            index = VectorIndex(self.encoder.dim, self.config.index, expected_size=len(records))
-            if records:  # one upsert: an IVF index trains on the whole scene
-                index.upsert([r.item_id for r in records], np.concatenate(vectors))
-            index.save(directory / scene, {"catalog": catalog.name, "scene": scene, **key})
-            indexes[scene] = index
+        records = list(self.items.values())
+        vectors = [
+            self.encoder.encode([r.render() for r in records[start : start + 1024]])
+            for start in tqdm(range(0, len(records), 1024), desc="embedding the catalog", unit="batch", disable=not records)
+        ]
+        vectors = np.concatenate(vectors) if vectors else np.zeros((0, self.encoder.dim), dtype=np.float32)
+        indexes, metadata = build_scene_indexes(self.config, catalog, [r.item_id for r in records], [r.scene for r in records], vectors)
+        for scene, index in indexes.items():
+            index.save(directory / scene, metadata[scene])
         return indexes
+
+    def scene_vectors(self, texts: dict[str, str]) -> np.ndarray:
+        """The router's scene vectors, cached beside the indexes: a replica whose indexes and scene
+        vectors are cached never loads the encoder."""
+        path = index_dir(self.catalog_name, self.encoder_id) / "scenes.json"
+        key = {"texts": texts, "encoder": self.encoder_id, "dtype": self.config.encoder.dtype}
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return np.asarray(saved["vectors"], dtype=np.float32)
+        vectors = self.encoder.encode(list(texts.values()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"key": key, "vectors": vectors.tolist()}))
+        partial.replace(path)  # atomic: a reader sees the old file or the new one
+        return vectors
 
     # ---- writes ---------------------------------------------------------------------------
     def sync(self) -> int:

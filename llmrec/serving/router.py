@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +19,11 @@ class RouteDecision:
     scores: dict[str, float] = field(default_factory=dict)
 
 
+def scene_texts(catalog: Catalog) -> dict[str, str]:
+    """One text per scene, its name and description: a new scene needs only those."""
+    return {s: f"{n}: {d}" for s, n, d in catalog.scenes[["scene", "name", "description"]].itertuples(index=False)}
+
+
 class SceneRouter:
     """Holds one embedding per scene (its name and description); a new scene needs only those."""
 
@@ -29,12 +34,6 @@ class SceneRouter:
         if default_scene is not None and default_scene not in self.texts:
             raise ValueError(f"default scene {default_scene!r} is not one of {self.scenes}")
         self.default_scene = default_scene
-
-    @classmethod
-    def from_catalog(cls, catalog: Catalog, encode: Callable[[list[str]], np.ndarray], default_scene: str | None = None) -> SceneRouter:
-        """One text per scene, its name and description: a new scene needs only those."""
-        texts = {s: f"{n}: {d}" for s, n, d in catalog.scenes[["scene", "name", "description"]].itertuples(index=False)}
-        return cls(texts, encode(list(texts.values())), default_scene)
 
     def check(self, scene: str) -> str:
         if scene not in self.texts:

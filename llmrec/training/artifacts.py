@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ class BatchEmbedder:
 
 def new_version() -> str:
     """UTC time to the microsecond: versions sort in the order they were built."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def current_version(root: Path) -> str | None:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def write_card(directory: Path, card: dict[str, Any], name: str) -> None:
     """card.json and a README.md titled `name` (the final directory's, not the staging one's)."""
     from llmrec import __version__
 
-    card = {"created_at": datetime.now(timezone.utc).isoformat(), "llmrec_version": __version__, **card}
+    card = {"created_at": datetime.now(UTC).isoformat(), "llmrec_version": __version__, **card}
     (directory / CARD_FILE).write_text(json.dumps(card, indent=2, default=str))
     lines = [f"# llmrec {card['kind']}: {name}", "", f"Fine-tuned from `{card['base_model']}` by `llmrec train {card['kind']}`.", ""]
     for key in ("data", "split", "pairs", "training", "metrics", "zero_shot"):

@@ -201,7 +201,8 @@ def train_loop(config: LoopConfig, hooks: Hooks, validation: Any = None) -> dict
             raise ValueError(f"worker {hooks.rank} got no full batch of {config.batch_size} in epoch {epoch}: give more pairs or a smaller batch")
         if step < config.max_steps:  # a whole epoch went by: validate and checkpoint
             epoch, done_in_epoch = epoch + 1, 0
-            metrics = {"step": step, "epoch": epoch - 1, "loss": sum(losses) / len(losses) if losses else None, "epoch_end": True, "train_seconds": round(train_seconds, 2), "resumed_from_step": resumed_from}
+            loss = sum(losses) / len(losses) if losses else None
+            metrics = {"step": step, "epoch": epoch - 1, "loss": loss, "epoch_end": True, "train_seconds": round(train_seconds, 2), "resumed_from_step": resumed_from}
             losses = []
             if validation is not None:
                 metrics.update(_validate(config, wrapped, tokenizer, validation, hooks))

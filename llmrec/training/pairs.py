@@ -169,7 +169,7 @@ def reranker_pairs(
     positive (1) and one negative (0): with probability `random_fraction` a random item of
     `item_ids` the user never interacted with, else its mined hard negative (column `negative_id`,
     needed only when `random_fraction` < 1). Random negatives by default: within a CPU budget they
-    are what the cross-encoder learns from (README, "The trained reranker": runs r2-r4)."""
+    are what the cross-encoder learns from (docs/training.md, "The trained reranker": runs r2-r4)."""
     rng = np.random.default_rng(seed)
     ids = list(item_ids)
     rows = []

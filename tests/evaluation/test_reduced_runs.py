@@ -1,7 +1,7 @@
 """Reduced versions of the protocols on the real MovieLens data: the numbers must be sane (EASE beats
 popularity beats random; content beats random on cold items; the scene-aware reranker beats the
 item prior), and `llmrec eval` writes its table, JSON, plot and predictions. The full runs are
-commands (README, "Evaluation results"), not tests."""
+commands (docs/evaluation.md), not tests."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_ml100k_msr_reduced_ranks_ease_over_popularity_over_random(movielens):
     run = run_protocol("ml100k-msr", ["random", "popularity", "ease"], reduced=300)
     ndcg = {model: metrics["ndcg@10"] for model, metrics in run.results.items()}
     assert ndcg["random"] < 0.05 < ndcg["popularity"] < ndcg["ease"]
-    assert 0.40 < ndcg["ease"] < 0.60  # the full protocol gives 0.4855 (README)
+    assert 0.40 < ndcg["ease"] < 0.60  # the full protocol gives 0.4855 (docs/evaluation.md)
     assert set(run.results["ease"]) == {"ndcg@10", "precision@10", "recall@10", "map"}
     assert run.details["ease"]["params"]["l2"] in {50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0}
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from llmrec.intent import gguf
 from llmrec.data.assets import (
     RegistryWheel,
     downloads_dir,
@@ -20,6 +19,7 @@ from llmrec.data.assets import (
     sha256_file,
 )
 from llmrec.errors import AssetError
+from llmrec.intent import gguf
 
 CHUNKS = [b"GGUF" + bytes(range(256)) * 40, b"\x00middle" * 500, b"tail"]
 

@@ -227,13 +227,14 @@ def test_cli_eval_intent_prints_json_keys(demo_catalog, capsys):
 @pytest.mark.parametrize("fault", ["slow", "broken"])
 def test_a_slow_or_broken_model_still_answers_within_the_deadline(demo, fault):
     """A real IntentParser whose model hangs or crashes: the request answers in time, routed by embedding."""
-    from llmrec.serving.pipeline import LocalStages, Pipeline
+    from llmrec.serving.handles import LocalHandle
+    from llmrec.serving.pipeline import Pipeline
     from llmrec.serving.schemas import RecommendRequest
 
     backend = FakeBackend(delay=4) if fault == "slow" else FakeBackend(broken=True)
-    parser = IntentParser(IntentConfig(scene_signal="none"), demo.router.texts, backend=backend)
+    parser = IntentParser(IntentConfig(scene_signal="none"), demo.ranker.router.texts, backend=backend)
     config = demo.config.model_copy(update={"deadline": DeadlineConfig(total_ms=3000, intent_ms=300, encode_ms=1500)})
-    pipeline = Pipeline(LocalStages(parser, demo.encoder, demo.router, demo.retriever, demo.ranking), config)
+    pipeline = Pipeline(LocalHandle(parser), LocalHandle(demo.encoder), LocalHandle(demo.ranker), config)
     async def timed():  # the stuck model thread outlives the request; asyncio.run waits for it at exit
         started = time.perf_counter()
         return await pipeline.recommend(RecommendRequest(query="songs for a summer road trip", k=5)), time.perf_counter() - started
@@ -246,11 +247,12 @@ def test_a_slow_or_broken_model_still_answers_within_the_deadline(demo, fault):
 
 
 def test_a_model_scene_routes_the_request(demo):
-    from llmrec.serving.pipeline import LocalStages, Pipeline
+    from llmrec.serving.handles import LocalHandle
+    from llmrec.serving.pipeline import Pipeline
     from llmrec.serving.schemas import RecommendRequest
 
-    parser = IntentParser(IntentConfig(scene_signal="none"), demo.router.texts, backend=FakeBackend(answer='{"scene": "grocery", "keywords": ["snacks"]}'))
-    pipeline = Pipeline(LocalStages(parser, demo.encoder, demo.router, demo.retriever, demo.ranking), demo.config)
+    parser = IntentParser(IntentConfig(scene_signal="none"), demo.ranker.router.texts, backend=FakeBackend(answer='{"scene": "grocery", "keywords": ["snacks"]}'))
+    pipeline = Pipeline(LocalHandle(parser), LocalHandle(demo.encoder), LocalHandle(demo.ranker), demo.config)
     response = asyncio.run(pipeline.recommend(RecommendRequest(query="something for movie night", k=3)))
     assert response.intent.source == "model" and response.scene == "grocery" and response.scene_source == "intent"
 

@@ -18,8 +18,9 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -542,7 +543,7 @@ def test_podmonitor_selects_the_ray_pods_and_their_metrics_port():
 
 
 def test_rayjobs_clean_up_after_themselves_and_have_a_deadline():
-    for overlay, job in objects_of("RayJob"):
+    for _, job in objects_of("RayJob"):
         spec = job["spec"]
         assert spec["shutdownAfterJobFinishes"] is True, job["metadata"]["name"]
         assert 0 < spec["ttlSecondsAfterFinished"] <= 3600
@@ -592,7 +593,7 @@ def test_index_job_uses_the_trained_encoder_and_the_services_pipeline_profile(ov
     assert flag(index, "--set") == f"encoder.model={flag(encoder, '--output')}"
     ((_, rayservice),) = objects_of("RayService", [overlay])
     (app,) = serve_config(rayservice)["applications"]
-    assert flag(index, "--config") == app["args"]["config"], "the Retriever finds only indexes built with its own settings"
+    assert flag(index, "--config") == app["args"]["config"], "the Ranker finds only indexes built with its own settings"
 
 
 # --- the image --------------------------------------------------------------------------------------

@@ -3,55 +3,68 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 
 import pytest
 
 from llmrec.config import DeadlineConfig
 from llmrec.errors import NotFoundError, UnavailableError
-from llmrec.serving.pipeline import LocalStages, Pipeline
+from llmrec.serving.handles import LocalHandle
+from llmrec.serving.pipeline import Pipeline
 from llmrec.serving.schemas import RecommendRequest
 
-
-class Faulty(LocalStages):
-    """The demo's real stages, with chosen ones made slow (sleeping past any budget) or broken."""
-
-    def __init__(self, demo, slow: set[str] = frozenset(), broken: set[str] = frozenset()) -> None:
-        super().__init__(demo.intent, demo.encoder, demo.router, demo.retriever, demo.ranking)
-        self.slow, self.broken = slow, broken
-
-    def __getattribute__(self, name: str):
-        method = super().__getattribute__(name)
-        if name in super().__getattribute__("slow") | super().__getattribute__("broken"):
-            broken = name in super().__getattribute__("broken")
-
-            async def faulty(*args, **kwargs):
-                if broken:
-                    raise RuntimeError(f"{name} is down")
-                await asyncio.sleep(30)
-                return await method(*args, **kwargs)
-
-            return faulty
-        return method
+STUCK_S = 4  # a slow stage's thread sleeps this long: past every budget below
 
 
-def run(demo, request: RecommendRequest, **faults):
-    deadline = DeadlineConfig(total_ms=3000, intent_ms=200, encode_ms=1500, rank_ms=300)
-    pipeline = Pipeline(Faulty(demo, **faults), demo.config.model_copy(update={"deadline": deadline}))
-    started = time.perf_counter()
-    response = asyncio.run(pipeline.recommend(request))
-    return response, time.perf_counter() - started
+class Faulty:
+    """A real stage object whose chosen methods sleep past any budget or raise."""
+
+    def __init__(self, target, slow: set[str], broken: set[str]) -> None:
+        self.target, self.slow, self.broken = target, slow, broken
+
+    def __getattr__(self, name: str):
+        method = getattr(self.target, name)
+        if name not in self.slow | self.broken:
+            return method
+
+        def faulty(*args, **kwargs):
+            if name in self.broken:
+                raise RuntimeError(f"{name} is down")
+            time.sleep(STUCK_S)
+            return method(*args, **kwargs)
+
+        return faulty
+
+
+def run(demo, request: RecommendRequest, slow: frozenset[str] = frozenset(), broken: frozenset[str] = frozenset()):
+    """One request through the demo's real stages, with faults injected by stage method name:
+    `parse`, `embed` (stage calls) or `search`, `rank` (the Ranker's retriever and its ranking step)."""
+    deadline = DeadlineConfig(total_ms=3000, intent_ms=200, encode_ms=1500, retrieve_ms=1000, rank_ms=300)
+    config = demo.config.model_copy(update={"deadline": deadline})
+    ranker = copy.copy(demo.ranker)
+    ranker.config = config
+    ranker.retriever = Faulty(demo.ranker.retriever, slow, broken)
+    if "rank" in slow | broken:
+        ranker.rank = Faulty(demo.ranker, slow, broken).rank
+    pipeline = Pipeline(LocalHandle(Faulty(demo.intent, slow, broken)), LocalHandle(Faulty(demo.encoder, slow, broken)), LocalHandle(ranker), config)
+
+    async def timed():  # a stuck thread outlives the request; asyncio.run waits for it at exit
+        started = time.perf_counter()
+        return await pipeline.recommend(request), time.perf_counter() - started
+
+    return asyncio.run(timed())
 
 
 def test_slow_intent_parser_falls_back_within_its_budget(demo):
-    response, seconds = run(demo, RecommendRequest(query="songs for a summer road trip", k=5), slow={"parse_intent"})
+    response, seconds = run(demo, RecommendRequest(query="songs for a summer road trip", k=5), slow={"parse"})
     assert seconds < 2.5
     assert response.scene == "music" and response.scene_source == "embedding" and len(response.items) == 5
     assert response.intent.source == "fallback"
     assert response.degraded == ["intent: gave no answer within 200 ms; routed by embedding with the raw text"]
 
 
-def test_broken_reranker_answers_in_retrieval_order_and_says_so(demo):
+def test_broken_ranking_answers_in_retrieval_order_and_says_so(demo):
     response, _ = run(demo, RecommendRequest(scene="movie", query="animated penguins", k=5), broken={"rank"})
     scores = [i.score for i in response.items]
     assert len(response.items) == 5 and scores == sorted(scores, reverse=True)
@@ -59,22 +72,46 @@ def test_broken_reranker_answers_in_retrieval_order_and_says_so(demo):
     assert all(i.reasons == ["ranked by similarity alone: the ranking stage did not answer"] for i in response.items)
 
 
+def test_slow_ranking_answers_in_retrieval_order_within_its_budget(demo):
+    response, seconds = run(demo, RecommendRequest(scene="movie", query="animated penguins", k=5), slow={"rank"})
+    assert seconds < 2.5 and len(response.items) == 5
+    assert response.degraded == ["rank: gave no answer within 300 ms; ranked by retrieval similarity alone"]
+
+
 def test_slow_encoder_still_serves_a_known_user_from_history(demo):
-    response, seconds = run(demo, RecommendRequest(user_id="1", k=10), slow={"encode"})
+    response, seconds = run(demo, RecommendRequest(user_id="1", k=10), slow={"embed"})
     assert seconds < 2.5 and len(response.items) == 10
     assert response.scene_source == "history" and response.degraded[0].startswith("encode: gave no answer")
 
 
 def test_a_query_that_cannot_be_routed_without_the_encoder_is_a_503(demo):
     with pytest.raises(UnavailableError, match="cannot route the query without the encoder"):
-        run(demo, RecommendRequest(query="something to enjoy", k=5), broken={"encode"})
+        run(demo, RecommendRequest(query="something to enjoy", k=5), broken={"embed"})
 
 
 def test_a_stage_with_no_substitute_ends_the_request_with_a_503_in_time(demo):
     started = time.perf_counter()
     with pytest.raises(UnavailableError, match="the retrieve stage gave no answer"):
         run(demo, RecommendRequest(scene="movie", query="jazz", k=5), slow={"search"})
-    assert time.perf_counter() - started < 3.5
+    assert time.perf_counter() - started < 3.5 + STUCK_S
+
+
+def test_each_answer_names_its_stages_and_costs_at_most_three_calls(demo):
+    calls: list[str] = []
+
+    class Counting(LocalHandle):
+        def __getattr__(self, name):
+            calls.append(name)
+            return super().__getattr__(name)
+
+    pipeline = Pipeline(Counting(demo.intent), Counting(demo.encoder), Counting(demo.ranker), demo.config)
+    free_text = asyncio.run(pipeline.recommend(RecommendRequest(query="a funny animated movie", k=5)))
+    assert sorted(calls) == ["embed", "parse", "recommend"]  # intent ∥ encode, then the Ranker
+    assert {"intent", "encode", "ranker", "prepare", "route", "collaborative", "retrieve", "rank", "total"} <= set(free_text.timings_ms)
+    calls.clear()
+    by_user = asyncio.run(pipeline.recommend(RecommendRequest(user_id="1", k=5)))
+    assert calls == ["prepare", "embed", "recommend"]
+    assert {"prepare", "encode", "ranker", "route", "retrieve", "rank"} <= set(by_user.timings_ms)
 
 
 def test_client_errors_pass_through_unchanged(demo):

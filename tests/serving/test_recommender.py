@@ -107,7 +107,8 @@ def test_cold_scene_without_interactions_answers_from_text_alone(demo):
 
 def test_added_item_is_recommended_at_once_without_rebuild(demo):
     item_id = f"test-penguins-{uuid.uuid4().hex[:8]}"
-    demo.add_items([ItemIn(item_id=item_id, scene="movie", title="Galactic Penguins", text="An animated comedy about a family of penguins lost in outer space.", attributes={"genres": ["Animation", "Comedy"], "year": 2026})])
+    text = "An animated comedy about a family of penguins lost in outer space."
+    demo.add_items([ItemIn(item_id=item_id, scene="movie", title="Galactic Penguins", text=text, attributes={"genres": ["Animation", "Comedy"], "year": 2026})])
     response = ask(demo, scene="movie", query="animated penguins in outer space", k=5)
     assert response.items[0].item_id == item_id
     assert any(r.startswith("new in") for r in response.items[0].reasons)

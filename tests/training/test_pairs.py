@@ -127,11 +127,10 @@ def test_publishing_an_index_version_switches_readers_atomically_and_keeps_the_p
     (root / "movie").mkdir(parents=True)  # a build from before versioning, a plain directory
     (root / "movie" / "meta.json").write_text("legacy")
     first = publish_version(root, {"movie": _Index(1)}, {"movie": {"v": 1}}, {})
-    held = open(root / "movie" / "meta.json")  # a reader that opened the first build
-    second = publish_version(root, {"movie": _Index(2)}, {"movie": {"v": 2}}, {})
-    third = publish_version(root, {"movie": _Index(3)}, {"movie": {"v": 3}}, {}, keep=2)
-    assert current_version(root) == third.name and os.readlink(root / "movie") == f"{CURRENT}/movie"
-    assert "'count': 3" in (root / "movie" / "meta.json").read_text()
-    assert held.read() == "{'count': 1, 'v': 1}"  # an open build is never rewritten
+    with open(root / "movie" / "meta.json") as held:  # a reader that opened the first build
+        second = publish_version(root, {"movie": _Index(2)}, {"movie": {"v": 2}}, {})
+        third = publish_version(root, {"movie": _Index(3)}, {"movie": {"v": 3}}, {}, keep=2)
+        assert current_version(root) == third.name and os.readlink(root / "movie") == f"{CURRENT}/movie"
+        assert "'count': 3" in (root / "movie" / "meta.json").read_text()
+        assert held.read() == "{'count': 1, 'v': 1}"  # an open build is never rewritten
     assert second.is_dir() and not first.exists()  # pruned to the newest two
-    held.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ def _price(value: Any) -> Any:
 def _first_available(details: Any) -> int:
     text = details.get("Date First Available") if isinstance(details, dict) else None
     try:
-        return int(datetime.strptime(text, "%B %d, %Y").replace(tzinfo=timezone.utc).timestamp())
+        return int(datetime.strptime(text, "%B %d, %Y").replace(tzinfo=UTC).timestamp())
     except (TypeError, ValueError):
         return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -43,7 +43,7 @@ def _rdata(table: str) -> pd.DataFrame:
 
 
 def _epoch(date: str) -> int:
-    return int(datetime.fromisoformat(date).replace(tzinfo=timezone.utc).timestamp())
+    return int(datetime.fromisoformat(date).replace(tzinfo=UTC).timestamp())
 
 
 def music_items() -> pd.DataFrame:

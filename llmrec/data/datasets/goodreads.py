@@ -18,7 +18,7 @@ Decisions:
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def _number(value: Any, kind: type[int] | type[float]) -> Any:
 def _published(row: dict[str, Any]) -> int:
     year, month, day = (_number(row.get(f"publication_{part}"), int) for part in ("year", "month", "day"))
     try:
-        return int(datetime(year, month or 1, day or 1, tzinfo=timezone.utc).timestamp())
+        return int(datetime(year, month or 1, day or 1, tzinfo=UTC).timestamp())
     except (TypeError, ValueError):
         return 0
 

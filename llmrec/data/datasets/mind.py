@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -67,7 +67,7 @@ def _rows(path: Path, width: int) -> Iterator[list[str]]:
 
 def _seconds(time: str, path: Path) -> int:
     try:
-        return int(datetime.strptime(time.strip(), TIME_FORMAT).replace(tzinfo=timezone.utc).timestamp())
+        return int(datetime.strptime(time.strip(), TIME_FORMAT).replace(tzinfo=UTC).timestamp())
     except ValueError:
         raise AssetError(f"{path} has time {time!r}, expected like 11/11/2019 9:05:58 AM") from None
 

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 
 from llmrec.data.items import item_matches
 from llmrec.errors import describe_validation_error
-from llmrec.serving.ranker import Histories, HistoryEntry
 from llmrec.serving.schemas import EventIn, Filters, ItemIn, Range, RecommendRequest
+from llmrec.serving.users import Histories, HistoryEntry
 
 # ---- RecommendRequest ------------------------------------------------------------------------
 

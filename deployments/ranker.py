@@ -1,0 +1,41 @@
+"""Ranker deployment: per-scene indexes, scene vectors, user state and ranking, following the store.
+
+One deployment because retrieval and ranking share the catalog's state: a request's candidates and
+their vectors stay in the replica that found them. It scales on its own (CPU and memory bound).
+"""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.util.metrics import Gauge
+
+from deployments.metrics import ServiceMetrics
+from deployments.stage import Ready
+from llmrec.config import PipelineConfig
+from llmrec.data.catalog import load_catalog
+from llmrec.data.store import Store, follow
+from llmrec.serving.encoder import Encoder
+from llmrec.serving.ranker import Ranker
+
+
+@serve.deployment(name="Ranker", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
+class RankerDeployment(Ranker, Ready):
+    def __init__(self, config: PipelineConfig) -> None:
+        catalog = load_catalog(config.catalog)
+        store = Store.open(config.store.url, catalog.name)
+        super().__init__(config, catalog, store, lambda: Encoder(config.encoder), observe=ServiceMetrics().stage)
+        self.index_items = Gauge("llmrec_index_items", "Items in each scene's index.", tag_keys=("scene",))
+        self._stop = follow(self.sync, config.server.sync_interval_s)
+        self.sync()
+
+    def sync(self) -> int:
+        applied = super().sync()
+        for scene, size in self.retriever.scene_sizes().items():
+            self.index_items.set(size, tags={"scene": scene})
+        return applied
+
+    def check_health(self) -> None:
+        self.retriever.store.ping()
+
+    def __del__(self) -> None:
+        self._stop.set()
