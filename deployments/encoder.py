@@ -6,6 +6,7 @@ a GPU share and scale with the request rate, apart from the CPU-bound ranking st
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,8 @@ class EncoderDeployment(Encoder, Ready):
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def embed(self, texts: list[str]) -> list[np.ndarray]:
-        """`Encoder.embed` for many concurrent callers: one `encode` per batch."""
-        return list(self.encode(texts))
+        """`Encoder.embed` for many concurrent callers: one `encode` per batch, off the replica's event loop."""
+        return list(await asyncio.to_thread(self.encode, texts))
 
     def check_health(self) -> None:
         if self.encode(["health"]).shape != (1, self.dim):

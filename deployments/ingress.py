@@ -9,7 +9,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -21,8 +21,8 @@ from llmrec.intent.schema import Intent
 from llmrec.serving.http import (
     AdminKey,
     BodyLimitMiddleware,
+    RequestIdMiddleware,
     install_error_handlers,
-    install_request_ids,
     request_id_of,
 )
 from llmrec.serving.pipeline import Pipeline
@@ -43,7 +43,7 @@ api = FastAPI(
 )
 api.add_middleware(BodyLimitMiddleware)
 install_error_handlers(api)
-install_request_ids(api, lambda: getattr(api.state, "observe_request", None))
+api.add_middleware(RequestIdMiddleware, observe=lambda: getattr(api.state, "observe_request", None))
 
 Admin = Annotated[str | None, Header(alias="Authorization", description="Bearer KEY (admin routes)")]
 
@@ -60,10 +60,10 @@ class Ingress:
         api.state.observe_request = self.metrics.request
 
     @api.post("/v1/recommend", response_model=RecommendResponse)
-    async def recommend(self, body: RecommendRequest, request: Request) -> RecommendResponse:
+    async def recommend(self, body: RecommendRequest, request: Request) -> Response:
         response = await self.pipeline.recommend(body, request_id_of(request))
         self.metrics.answered(response)
-        return response
+        return Response(response.model_dump_json(), media_type="application/json")  # already valid: no second validation
 
     @api.post("/v1/intent", response_model=Intent)
     async def intent(self, body: IntentRequest) -> Intent:

@@ -85,6 +85,9 @@ def demo(demo_catalog, encoder, demo_store_path: Path):
 def local_ray(llmrec_home: Path):
     """One local Ray for every test that needs a real one (Serve apps, Train jobs)."""
     ray = pytest.importorskip("ray")
+    from deployments.local import SERVE_ENV
+
+    os.environ.update(SERVE_ENV)  # the Serve apps in the tests run as `llmrec serve` runs them
     if not ray.is_initialized():
         ray.init(num_cpus=4, namespace="serve", include_dashboard=False, log_to_driver=False)
     yield ray

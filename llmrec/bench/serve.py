@@ -45,9 +45,19 @@ def request_mix(mix: str, n: int, users: list[str]) -> list[dict[str, Any]]:
     raise ValueError(f"unknown mix {mix!r}: use structured or free-text")
 
 
-def summarise(latencies: list[float], wall: float, errors: int) -> dict[str, float]:
+def hop_costs(latency_s: float, timings: dict[str, float]) -> dict[str, float]:
+    """Where one HTTP answer's time went outside the stages' own work, from its `timings_ms`:
+    `http` is the client's latency minus the pipeline's total (proxy, ingress, FastAPI), `ranker`
+    the Ranker call minus its sub-stages (the hop there and back)."""
+    inside = sum(timings.get(s, 0.0) for s in ("route", "collaborative", "retrieve", "rank"))
+    if "intent" in timings:  # with a query the Ranker prepared the user's side itself
+        inside += timings.get("prepare", 0.0)
+    return {"http": latency_s * 1000 - timings.get("total", 0.0), "ranker": timings.get("ranker", 0.0) - inside}
+
+
+def summarise(latencies: list[float], wall: float, errors: int, hops: list[dict[str, float]] | None = None) -> dict[str, float]:
     ms = np.asarray(latencies) * 1000
-    return {
+    row = {
         "requests": len(latencies),
         "errors": errors,
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
@@ -55,6 +65,10 @@ def summarise(latencies: list[float], wall: float, errors: int) -> dict[str, flo
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "throughput_rps": round(len(latencies) / wall, 2),
     }
+    for name in ("http", "ranker"):
+        if hops:
+            row[f"{name}_hop_p50_ms"] = round(statistics.median(h[name] for h in hops), 1)
+    return row
 
 
 async def _drive_http(url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
@@ -64,6 +78,7 @@ async def _drive_http(url: str, bodies: list[dict[str, Any]], concurrency: int) 
     for body in bodies:
         queue.put_nowait(body)
     latencies: list[float] = []
+    hops: list[dict[str, float]] = []
     errors = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -74,12 +89,14 @@ async def _drive_http(url: str, bodies: list[dict[str, Any]], concurrency: int) 
             response = await client.post("/v1/recommend", json=body)
             latencies.append(time.perf_counter() - started)
             errors += response.status_code != 200
+            if response.status_code == 200:
+                hops.append(hop_costs(latencies[-1], response.json()["timings_ms"]))
 
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        return summarise(latencies, time.perf_counter() - started, errors)
+        return summarise(latencies, time.perf_counter() - started, errors, hops)
 
 
 def drive_http(url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
@@ -128,4 +145,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         )
     errors = sum(r["errors"] for r in rows)
     lines.append(f"\nHTTP errors: {errors}; medians of {statistics.median([r['requests'] for r in rows]):.0f} requests per row")
+    lines.append("\nOutside the stages' own work (HTTP, p50 ms): `http` = client latency - pipeline total (proxy, ingress); `ranker` = the Ranker call - its sub-stages")
+    for (mode, mix, concurrency), http in by_key.items():
+        if mode == "http" and "http_hop_p50_ms" in http:
+            lines.append(f"- {mix}, concurrency {concurrency}: http {http['http_hop_p50_ms']}, ranker {http['ranker_hop_p50_ms']}")
     return "\n".join(lines)

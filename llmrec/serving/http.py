@@ -10,8 +10,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -142,18 +141,32 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def install_request_ids(app: FastAPI, observe: Callable[[], RequestObserver | None]) -> None:
-    """Every request gets an id (the client's X-Request-ID, else a new one) for logs and error
-    bodies (Ray Serve's proxy sets the same header on every response); `observe()` gives the
-    metrics hook once the server has one."""
+class RequestIdMiddleware:
+    """Every request gets an id (the client's X-Request-ID, else a new one) for logs and error bodies
+    (Ray Serve's proxy sets the same header on every response); `observe()` gives the metrics hook
+    once the server has one. Plain ASGI: no per-request task or body stream, as a decorator middleware has."""
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        request.state.request_id = (request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)[:100]
+    def __init__(self, app: ASGIApp, observe: Callable[[], RequestObserver | None]) -> None:
+        self.app, self.observe = app, observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")
+        scope.setdefault("state", {})["request_id"] = (given or uuid.uuid4().hex)[:100]
+        status = 500
         started = time.perf_counter()
-        response = await call_next(request)
-        hook = observe()
-        if hook is not None:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            hook(route, response.status_code, time.perf_counter() - started)
-        return response
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            hook = self.observe()
+            if hook is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                hook(route, status, time.perf_counter() - started)

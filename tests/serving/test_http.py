@@ -10,8 +10,8 @@ from llmrec.errors import AdminDisabledError, AuthError, NotFoundError
 from llmrec.serving.http import (
     AdminKey,
     BodyLimitMiddleware,
+    RequestIdMiddleware,
     install_error_handlers,
-    install_request_ids,
 )
 from llmrec.serving.schemas import ItemBatch
 
@@ -20,7 +20,7 @@ def make_app(key: str | None) -> TestClient:
     app = FastAPI()
     app.add_middleware(BodyLimitMiddleware)
     install_error_handlers(app)
-    install_request_ids(app, lambda: None)
+    app.add_middleware(RequestIdMiddleware, observe=lambda: None)
     app.state.max_body_bytes = 2048
     admin = AdminKey(key, "LLMREC_API_KEY")
 
