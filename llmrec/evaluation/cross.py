@@ -1,6 +1,6 @@
 """`llmrec-rerank`: the pipeline's blend with its head rescored by a trained cross-encoder.
 
-This is what serving does when `rerank.cross_encoder` is set: `crossrerank.rescore_head` over the
+This is what serving does when `rerank.cross_encoder` is set: `cross_encoder.rescore_head` over the
 blend's best `head` rankable items, the user as the recommender renders them (`Queries.texts`),
 the items as their rendered text. The cross-encoder's weight is chosen on validation from
 WEIGHTS; 0 is among them, so on validation it is never worse than the blend it starts from.

@@ -148,7 +148,7 @@ def queries(
 
 def user_texts(history: pd.DataFrame, user_ids: Sequence[str], profiles: Sequence[dict[str, Any]], items: Items) -> list[str]:
     """What the recommender embeds (and the cross-encoder reads) for each user: the titles of their
-    last liked items in time order, then their profile (`RankingStage.prepare`'s text)."""
+    last liked items in time order, then their profile (`Users.prepare`'s text)."""
     titles = dict(zip(items.ids, items.titles or items.ids))
     liked = history[history["rating"] >= POSITIVE_RATING].sort_values(["user_id", "timestamp", "item_id"], kind="stable")
     by_user = liked.groupby("user_id")["item_id"].agg(list).to_dict()

@@ -13,7 +13,7 @@ fallback) is validated into `Intent`, so nothing a user writes reaches the pipel
               range-checked and only kept when the text states them; years and prices are read
               from the text by rules first (a 0.5B model is unreliable with numbers)
       signal  the scene is fused with a second, backend-agnostic opinion: multilingual embedding
-              similarity to each scene's description phrases (llmrec/intent_signal.py), weighed
+              similarity to each scene's description phrases (llmrec/intent/scene_signal.py), weighed
               against the backend's per-scene log-probabilities (transformers) or its named scene
 
 The `none` backend is the fallback itself: no scene (the router then uses embeddings) and the raw
@@ -68,7 +68,7 @@ Scores = dict[str | None, float]
 class IntentParser:
     """Parses with the configured backend; the scenes (name → description) are what it may answer.
 
-    When a backend answered, the scene signal (llmrec/intent_signal.py: multilingual embedding
+    When a backend answered, the scene signal (llmrec/intent/scene_signal.py: multilingual embedding
     similarity to the scenes' description phrases) is fused with the backend's scene, and with its
     per-scene log-probabilities where the backend reports them (transformers)."""
 

@@ -2,7 +2,7 @@
 
 No training needed: each signal is min-max scaled over the candidate set and mixed with the
 configured weights (the collaborative weight only counts when the user has history). A trained
-cross-encoder, when configured, then reorders the head of that ranking (`crossrerank.rescore_head`).
+cross-encoder, when configured, then reorders the head of that ranking (`cross_encoder.rescore_head`).
 MMR finally trades a little score for variety, using the item vectors the retriever already holds.
 """
 
@@ -30,7 +30,7 @@ class Candidate:
     score: float = 0.0
 
 
-class Reranker:
+class Blend:
     def __init__(self, config: RerankConfig | None = None) -> None:
         self.config = config or RerankConfig()
 

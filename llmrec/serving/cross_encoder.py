@@ -3,7 +3,7 @@
 It scores (request or user text, item text) pairs jointly, which a two-tower encoder cannot, at a
 cost per pair: so it only rescores the head of the first-stage ranking (`rescore_head`), where
 `blend` mixes its min-max scaled scores into the first-stage score: it adds to the semantic,
-collaborative and popularity signals rather than replacing them. Serving (`rerank.Reranker`) and
+collaborative and popularity signals rather than replacing them. Serving (`blend.Blend`) and
 the offline evaluation (`evaluation.cross`) both go through `rescore_head`.
 """
 

@@ -23,7 +23,7 @@ from llmrec.data.items import ItemRecord
 from llmrec.data.store import Store
 from llmrec.errors import AssetError, RequestError, UnavailableError
 from llmrec.intent.schema import Intent
-from llmrec.serving.blend import Candidate, CrossScores, Reranker
+from llmrec.serving.blend import Blend, Candidate, CrossScores
 from llmrec.serving.budget import Observer, RequestClock
 from llmrec.serving.cross_encoder import CrossReranker
 from llmrec.serving.encoder import Encoder
@@ -78,7 +78,7 @@ class Ranker:
         texts = scene_texts(catalog)
         self.router = SceneRouter(texts, self.retriever.scene_vectors(texts), config.router.default_scene)
         self.users = Users(config, catalog, store)
-        self.blend = Reranker(config.rerank)
+        self.blend = Blend(config.rerank)
         self.cross = load_cross_encoder(config)
         self.observe = observe
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from llmrec.config import RerankConfig
-from llmrec.serving.blend import Candidate, Reranker, _minmax, mmr
+from llmrec.serving.blend import Blend, Candidate, _minmax, mmr
 from llmrec.serving.cross_encoder import rescore_head
 
 
@@ -29,25 +29,25 @@ def candidates() -> list[Candidate]:
 
 
 def test_blend_mixes_the_scaled_signals_with_the_configured_weights():
-    reranker = Reranker(RerankConfig(semantic_weight=2.0, collaborative_weight=1.0, popularity_weight=1.0))
+    reranker = Blend(RerankConfig(semantic_weight=2.0, collaborative_weight=1.0, popularity_weight=1.0))
     blended = reranker.blend(candidates(), has_text=True, has_history=True)
     np.testing.assert_allclose(blended, [(2 * 1.0 + 0 + 0) / 4, (0 + 1.0 + 0.5) / 4, (2 * 0.5 + 0.5 + 1.0) / 4])
 
 
 def test_blend_ignores_collaborative_signal_without_history():
-    reranker = Reranker(RerankConfig(semantic_weight=1.0, collaborative_weight=5.0, popularity_weight=1.0))
+    reranker = Blend(RerankConfig(semantic_weight=1.0, collaborative_weight=5.0, popularity_weight=1.0))
     blended = reranker.blend(candidates(), has_text=True, has_history=False)
     np.testing.assert_allclose(blended, [(1.0 + 0) / 2, (0 + 0.5) / 2, (0.5 + 1.0) / 2])
 
 
 def test_blend_ignores_semantic_signal_without_text():
-    reranker = Reranker(RerankConfig(semantic_weight=5.0, collaborative_weight=1.0, popularity_weight=1.0))
+    reranker = Blend(RerankConfig(semantic_weight=5.0, collaborative_weight=1.0, popularity_weight=1.0))
     blended = reranker.blend(candidates(), has_text=False, has_history=True)
     np.testing.assert_allclose(blended, [(0 + 0) / 2, (1.0 + 0.5) / 2, (0.5 + 1.0) / 2])
 
 
 def test_blend_with_all_weights_zero_is_zero_not_nan():
-    reranker = Reranker(RerankConfig(semantic_weight=0, collaborative_weight=0, popularity_weight=0))
+    reranker = Blend(RerankConfig(semantic_weight=0, collaborative_weight=0, popularity_weight=0))
     np.testing.assert_array_equal(reranker.blend(candidates(), True, True), [0.0, 0.0, 0.0])
 
 
@@ -88,7 +88,7 @@ def test_mmr_rejects_vectors_that_do_not_match_the_scores():
 def test_rank_returns_k_candidates_with_their_blended_scores_set():
     rng = np.random.default_rng(5)
     pool = [Candidate(f"i{n}", semantic=float(s), popularity=float(p)) for n, (s, p) in enumerate(rng.random((12, 2)))]
-    reranker = Reranker(RerankConfig(mmr_lambda=1.0))
+    reranker = Blend(RerankConfig(mmr_lambda=1.0))
     expected = reranker.blend(pool, has_text=True, has_history=False)
     ranked = reranker.rank(pool, random_unit(12), k=5, has_text=True, has_history=False)
     assert len(ranked) == 5
@@ -100,14 +100,14 @@ def test_rank_returns_k_candidates_with_their_blended_scores_set():
 
 def test_rank_with_diversity_returns_k_distinct_candidates():
     pool = [Candidate(f"i{n}", semantic=1.0 - n / 10) for n in range(8)]
-    ranked = Reranker(RerankConfig(mmr_lambda=0.5)).rank(pool, random_unit(8), k=4, has_text=True, has_history=False)
+    ranked = Blend(RerankConfig(mmr_lambda=0.5)).rank(pool, random_unit(8), k=4, has_text=True, has_history=False)
     assert len({c.item_id for c in ranked}) == 4
     assert ranked[0].item_id == "i0"
     assert ranked[0].score == pytest.approx(1.0 / 1.15)  # semantic 1.0 of total weight 1 + 0.15 popularity
 
 
 def test_rank_of_no_candidates_is_empty():
-    assert Reranker().rank([], np.zeros((0, 8)), k=5, has_text=True, has_history=True) == []
+    assert Blend().rank([], np.zeros((0, 8)), k=5, has_text=True, has_history=True) == []
 
 
 def test_cross_encoder_reorders_only_the_head_and_keeps_it_above_the_tail():
@@ -144,6 +144,6 @@ def test_rank_passes_the_heads_item_ids_to_the_cross_encoder():
         return np.array([float(i == "i2") for i in ids])
 
     config = RerankConfig(mmr_lambda=1.0, cross_weight=1.0, cross_candidates=3)
-    ranked = Reranker(config).rank(pool, random_unit(8), k=4, has_text=True, has_history=False, cross=cross)
+    ranked = Blend(config).rank(pool, random_unit(8), k=4, has_text=True, has_history=False, cross=cross)
     assert seen == [["i0", "i1", "i2"]]
     assert [c.item_id for c in ranked] == ["i2", "i0", "i1", "i3"]
