@@ -4,7 +4,7 @@ version that the recommender loads, without touching the version it may be servi
 Items are rendered exactly as the recommender renders them, embedded in parallel batches
 (`map_batches` over `BatchEmbedder`, one serving Encoder per actor, on GPU where asked), indexed
 per scene, saved as `versions/<version>/` under the recommender's index directory for this catalog
-and encoder, and switched to with one atomic symlink swap (`llmrec.training.artifacts`). Each
+and encoder, and switched to with one atomic symlink swap (`llmrec.index.versions`). Each
 scene's meta.json carries the recommender's cache key (catalog fingerprint, text version, encoder
 id, dtype, sequence length, index kind), so the next Recommender start loads it as is.
 """
@@ -32,7 +32,7 @@ class IndexJob:
 def build_index(config: PipelineConfig, job: IndexJob | None = None) -> dict[str, Any]:
     from llmrec.data.catalog import load_catalog
     from llmrec.index.build import build_scene_indexes, index_dir, index_key
-    from llmrec.training.artifacts import publish_version
+    from llmrec.index.versions import publish_version
     from llmrec.training.pairs import CatalogText
     from train.jobs import embed_with_ray, init_ray
 

@@ -101,7 +101,7 @@ def embed_with_ray(frame: pd.DataFrame, model: str, max_seq_length: int, actors:
     process); returns the other columns plus `vector`, in the input order."""
     import ray
 
-    from llmrec.training.artifacts import BatchEmbedder
+    from llmrec.index.build import BatchEmbedder
 
     if actors == 0:  # in this process, no Ray (small pools, tests)
         embedder = BatchEmbedder(model, "cuda" if use_gpu else "cpu", max_seq_length)

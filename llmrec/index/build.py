@@ -1,13 +1,15 @@
 """The one index key and build path: what a saved index was built from, and how a scene's index is made.
 
-Serving (`Retriever`, on a cache miss) and the Ray Data job (`llmrec index build --ray`) both build
-through `build_scene_indexes` and stamp each scene's meta.json with `index_key`, so either can load
-what the other saved; an index is reused only when every part of its key matches.
+Serving (`Retriever`, on a cache miss) and the Ray Data job (`llmrec index build --ray`, whose
+actors embed with `BatchEmbedder`) both build through `build_scene_indexes`, stamp each scene's
+meta.json with `index_key` and publish a new version (`versions.publish_version`), so either can
+load what the other saved; an index is reused only when every part of its key matches.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pandas as pd
 from llmrec.config import PipelineConfig, llmrec_home
 from llmrec.data.catalog import Catalog
 from llmrec.data.text import TEXT_VERSION
-from llmrec.index.vector_index import VectorIndex
+from llmrec.index.vector_index import VectorIndex, read_index_meta
 
 
 def catalog_fingerprint(catalog: Catalog) -> str:
@@ -48,6 +50,18 @@ def index_key(config: PipelineConfig, catalog: Catalog) -> dict[str, Any]:
     }
 
 
+def load_scene_indexes(directory: Path, scenes: list[str], key: dict[str, Any], config: PipelineConfig) -> dict[str, VectorIndex] | None:
+    """The saved build when every scene is there and was built with this key; None when any is
+    missing or was built from something else. A build that is there but does not check out raises
+    `CorruptIndexError` (or the ValueError of an unreadable meta.json)."""
+    if not all((directory / s / "meta.json").is_file() for s in scenes):
+        return None
+    metas = [read_index_meta(directory / s) for s in scenes]
+    if any({k: m.get(k) for k in key} != key for m in metas):
+        return None
+    return {s: VectorIndex.load(directory / s, config.index) for s in scenes}
+
+
 def build_scene_indexes(
     config: PipelineConfig, catalog: Catalog, item_ids: list[str], scenes: list[str], vectors: np.ndarray
 ) -> tuple[dict[str, VectorIndex], dict[str, dict[str, Any]]]:
@@ -65,3 +79,19 @@ def build_scene_indexes(
         indexes[scene] = index
         metadata[scene] = {"catalog": catalog.name, "scene": scene, **key}
     return indexes, metadata
+
+
+class BatchEmbedder:
+    """Embeds the `text` column of a batch (a dict of numpy arrays, Ray Data's batch format) with
+    the serving Encoder; returns the other columns plus `vector`. Construct once per worker."""
+
+    def __init__(self, model: str, device: str = "cpu", max_seq_length: int = 128, batch_size: int = 64, dtype: str = "float32") -> None:
+        from llmrec.config import EncoderConfig
+        from llmrec.serving.encoder import Encoder
+
+        self.encoder = Encoder(EncoderConfig(model=model, device=device, max_seq_length=max_seq_length, batch_size=batch_size, dtype=dtype))
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {k: np.asarray(v) for k, v in batch.items() if k != "text"}
+        out["vector"] = self.encoder.encode([str(t) for t in batch["text"]])
+        return out

@@ -164,13 +164,23 @@ class VectorIndex:
 
     @classmethod
     def load(cls, directory: Path, config: IndexConfig | None = None) -> VectorIndex:
-        meta = read_index_meta(directory)
-        index = cls(meta["dim"], config)
-        index.kind = meta["kind"]
-        if (directory / "index.faiss").is_file():
-            index._index = _faiss().read_index(str(directory / "index.faiss"))
-        ids = json.loads((directory / "ids.json").read_text())
-        index._ids = dict(zip(ids["keys"], ids["item_ids"]))
+        """A saved index, checked against its meta.json: raises `CorruptIndexError` on a missing,
+        truncated or inconsistent file, so a caller rebuilds instead of serving a broken index."""
+        try:
+            meta = read_index_meta(directory)
+            index = cls(meta["dim"], config)
+            index.kind = meta["kind"]
+            ids = json.loads((directory / "ids.json").read_text())
+            index._ids = dict(zip(ids["keys"], ids["item_ids"], strict=True))
+            if (directory / "index.faiss").is_file():
+                index._index = _faiss().read_index(str(directory / "index.faiss"))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:  # faiss raises RuntimeError on a bad file
+            raise CorruptIndexError(f"{directory}: {type(error).__name__}: {error}") from error
+        stored = index._index.ntotal if index._index is not None else 0
+        if len(index._ids) != meta["count"] or (index._ids and index._index is None) or stored < len(index._ids):
+            raise CorruptIndexError(f"{directory}: meta.json counts {meta['count']} items, ids.json {len(index._ids)}, the index {stored}")
+        if index._index is not None and index._index.d != index.dim:
+            raise CorruptIndexError(f"{directory}: the index holds {index._index.d}-d vectors, meta.json says {index.dim}")
         index._keys = {item_id: key for key, item_id in index._ids.items()}
         index._next_key = ids["next_key"]
         if index.kind == "hnsw" and index._index is not None:
@@ -178,6 +188,10 @@ class VectorIndex:
         if index.kind == "ivf" and index._index is not None:
             index._index.nprobe = min(index.config.ivf_nprobe, index._index.nlist)
         return index
+
+
+class CorruptIndexError(RuntimeError):
+    """A saved index whose files are missing, truncated or disagree with each other."""
 
 
 def read_index_meta(directory: Path) -> dict[str, Any]:

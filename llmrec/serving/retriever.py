@@ -29,8 +29,9 @@ from llmrec.data.items import (
 )
 from llmrec.data.store import ItemChange, Store
 from llmrec.errors import NotFoundError, RequestError
-from llmrec.index.build import build_scene_indexes, index_dir, index_key
-from llmrec.index.vector_index import VectorIndex, read_index_meta
+from llmrec.index.build import build_scene_indexes, index_dir, index_key, load_scene_indexes
+from llmrec.index.vector_index import CorruptIndexError, VectorIndex
+from llmrec.index.versions import publish_version
 from llmrec.serving.encoder import Encoder
 from llmrec.serving.schemas import Filters, ItemIn
 
@@ -80,13 +81,19 @@ class Retriever:
 
     # ---- start-up -------------------------------------------------------------------------
     def load_or_build_indexes(self, catalog: Catalog, force: bool = False) -> dict[str, VectorIndex]:
-        """Per-scene indexes from the on-disk cache when its key matches, else embedded and saved now."""
+        """Per-scene indexes from the saved build when its key matches and its files check out, else
+        embedded now and published as a new version: a bad build is logged and replaced, never
+        served, and no published version is ever written into."""
         directory = index_dir(catalog.name, self.encoder_id)
         key = index_key(self.config, catalog)
-        if not force and all((directory / s / "meta.json").is_file() for s in self.scenes):
-            metas = [read_index_meta(directory / s) for s in self.scenes]
-            if all({k: m.get(k) for k in key} == key for m in metas):
-                return {s: VectorIndex.load(directory / s, self.config.index) for s in self.scenes}
+        if not force:
+            try:
+                saved = load_scene_indexes(directory, self.scenes, key, self.config)
+            except (CorruptIndexError, ValueError) as error:
+                log.warning("the saved index is unusable, rebuilding it: %s", error)
+                saved = None
+            if saved is not None:
+                return saved
         records = list(self.items.values())
         vectors = [
             self.encoder.encode([r.render() for r in records[start : start + 1024]])
@@ -94,8 +101,7 @@ class Retriever:
         ]
         vectors = np.concatenate(vectors) if vectors else np.zeros((0, self.encoder.dim), dtype=np.float32)
         indexes, metadata = build_scene_indexes(self.config, catalog, [r.item_id for r in records], [r.scene for r in records], vectors)
-        for scene, index in indexes.items():
-            index.save(directory / scene, metadata[scene])
+        publish_version(directory, indexes, metadata, {"catalog": catalog.name, "encoder": self.encoder_id, "items": len(records), "built_by": "serving", "key": key})
         return indexes
 
     def scene_vectors(self, texts: dict[str, str]) -> np.ndarray:

@@ -4,6 +4,6 @@
 exact texts serving renders; `model` and `losses` are the two-tower encoder, the cross-encoder and
 their objectives; `loop` is the per-worker training loop body (any launcher: Ray Train's
 TorchTrainer in `train/`, or a plain process); `export` writes the model directories and their
-cards; `artifacts` writes versioned index artifacts and switches to them atomically.
+cards.
 Nothing is imported here eagerly, so a GPU box without pydantic can import `loop` alone.
 """

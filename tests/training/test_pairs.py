@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from llmrec.data.catalog import Catalog
-from llmrec.training.artifacts import CURRENT, current_version, publish_version
+from llmrec.index.versions import CURRENT, current_version, publish_version
 from llmrec.training.export import replace_dir
 from llmrec.training.losses import contrastive_loss
 from llmrec.training.pairs import (

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("ray")
-
 
 @pytest.fixture(scope="session")
 def movielens_1m(llmrec_home):
@@ -70,11 +68,11 @@ def test_ray_data_index_build_publishes_a_new_version_the_retriever_loads_withou
     from llmrec.config import EncoderConfig, PipelineConfig
     from llmrec.data.store import SQLiteStore
     from llmrec.index.vector_index import VectorIndex
+    from llmrec.index.versions import current_version
+    from llmrec.serving import retriever
     from llmrec.serving.encoder import Encoder
-    from llmrec.training.artifacts import current_version
     from train.index_job import IndexJob, build_index
 
-    retriever = pytest.importorskip("llmrec.serving.retriever")
     config = PipelineConfig(catalog=str(small_catalog), encoder=EncoderConfig(max_seq_length=32, device="cpu"))
     first = build_index(config, IndexJob(actors=1, batch_size=16))
     root = first["path"]

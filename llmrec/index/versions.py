@@ -1,4 +1,4 @@
-"""Versioned index artifacts, switched atomically, and the batch embedder that fills them.
+"""Versioned index builds, switched atomically: what serving and the Ray index job publish.
 
 Layout under an index root (the directory the recommender reads, LLMREC_HOME/indexes/CATALOG/ENCODER):
 
@@ -7,9 +7,10 @@ Layout under an index root (the directory the recommender reads, LLMREC_HOME/ind
     current -> versions/<version>                                   one symlink, swapped with rename(2)
     <scene> -> current/<scene>                                      what readers open
 
-A build writes a new version directory and only then swaps `current`, so a reader (or a serving
-replica loading at that moment) sees the old build or the new one, never a mix; files of a version
-are never rewritten. Older versions beyond `keep` are pruned.
+A build writes a new version directory (each file fsynced), renames it into place and only then
+swaps `current`, so a reader (or a serving replica loading at that moment) sees the old build or
+the new one, never a mix or a half-written file; files of a version are never rewritten. Older
+versions beyond `keep` are pruned.
 """
 
 from __future__ import annotations
@@ -23,26 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 CURRENT = "current"
 VERSIONS = "versions"
-
-
-class BatchEmbedder:
-    """Embeds the `text` column of a batch (a dict of numpy arrays, Ray Data's batch format) with
-    the serving Encoder; returns the other columns plus `vector`. Construct once per worker."""
-
-    def __init__(self, model: str, device: str = "cpu", max_seq_length: int = 128, batch_size: int = 64, dtype: str = "float32") -> None:
-        from llmrec.config import EncoderConfig
-        from llmrec.serving.encoder import Encoder
-
-        self.encoder = Encoder(EncoderConfig(model=model, device=device, max_seq_length=max_seq_length, batch_size=batch_size, dtype=dtype))
-
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {k: np.asarray(v) for k, v in batch.items() if k != "text"}
-        out["vector"] = self.encoder.encode([str(t) for t in batch["text"]])
-        return out
 
 
 def new_version() -> str:
@@ -73,8 +56,10 @@ def publish_version(root: Path, scene_indexes: Mapping[str, Any], metadata: Mapp
     for scene, index in scene_indexes.items():
         index.save(staging / scene, dict(metadata.get(scene, {})))
     (staging / "version.json").write_text(json.dumps({"version": version, "scenes": {s: len(i) for s, i in scene_indexes.items()}, **info}, indent=2, default=str))
+    fsync_tree(staging)
     final = versions / version
     staging.rename(final)
+    fsync_dir(versions)
     for scene in scene_indexes:  # first build over a plain directory: move the old one aside once
         entry = root / scene
         if entry.exists() and not entry.is_symlink():
@@ -97,3 +82,22 @@ def prune_versions(root: Path, keep: int = 2) -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     return removed
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file under `root`, and the folders holding them, to disk."""
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for folder in [root, *(p for p in Path(root).rglob("*") if p.is_dir())]:
+        fsync_dir(folder)
