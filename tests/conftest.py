@@ -2,11 +2,17 @@
 
 LLMREC_HOME for tests is `.llmrec/test-home` in the checkout (or LLMREC_TEST_HOME), so downloads,
 prepared catalogs and embedded indexes are reused across local runs; CI starts from a clean clone.
+
+Skips: a test may skip only for a reason that starts with one of ALLOWED_SKIPS (what cannot run on
+this machine, or what the run chose to leave out). Under CI (CI=true) or LLMREC_STRICT_SKIPS=1 any
+other skip fails the session; every skip is listed, with its reason, at the end of the run.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,61 @@ TEST_HOME = Path(os.environ.get("LLMREC_TEST_HOME", REPO / ".llmrec" / "test-hom
 os.environ["LLMREC_HOME"] = str(TEST_HOME)
 TEST_API_KEY = "test-admin-key"
 os.environ["LLMREC_API_KEY"] = TEST_API_KEY  # before any Ray starts: replicas inherit the environment
+
+ALLOWED_SKIPS = (
+    "GPU only:",  # needs a CUDA device; none on the CPU machines
+    "VLLM_CPU=0:",  # the run left out the model backends on purpose (make test VLLM_CPU=0)
+    "not in this venv:",  # the vllm backend tests run in .venv-vllm, driven by test_vllm_backend_in_its_own_venv
+)
+
+
+def strict_skips() -> bool:
+    """CI sets CI=true; LLMREC_STRICT_SKIPS=1 asks for the same locally."""
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return ci or os.environ.get("LLMREC_STRICT_SKIPS") == "1"
+
+
+_skips: list[tuple[str, str]] = []  # (test or collected file, reason), in the order they happened
+
+
+def _record_skip(report) -> None:
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    _skips.append((report.nodeid, reason.removeprefix("Skipped: ")))
+
+
+def pytest_runtest_logreport(report) -> None:
+    _record_skip(report)
+
+
+def pytest_collectreport(report) -> None:  # a module-level skip skips a whole file at collection
+    _record_skip(report)
+
+
+def _unexpected() -> list[tuple[str, str]]:
+    return [(node, reason) for node, reason in _skips if not reason.startswith(ALLOWED_SKIPS)]
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if strict_skips() and _unexpected() and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not _skips:
+        return
+    terminalreporter.section("skips")
+    for node, reason in _skips:
+        mark = "allowed   " if reason.startswith(ALLOWED_SKIPS) else "UNEXPECTED"
+        terminalreporter.write_line(f"{mark} {node}: {reason}")
+    unexpected = _unexpected()
+    if unexpected and strict_skips():
+        terminalreporter.write_line(
+            f"{len(unexpected)} unexpected skip(s): this run fails (CI or LLMREC_STRICT_SKIPS=1). Allowed reasons start with {' / '.join(ALLOWED_SKIPS)}",
+            red=True, bold=True,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +145,8 @@ def demo(demo_catalog, encoder, demo_store_path: Path):
 @pytest.fixture(scope="session")
 def local_ray(llmrec_home: Path):
     """One local Ray for every test that needs a real one (Serve apps, Train jobs)."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     from deployments.local import SERVE_ENV
 
     os.environ.update(SERVE_ENV)  # the Serve apps in the tests run as `llmrec serve` runs them
@@ -94,18 +156,25 @@ def local_ray(llmrec_home: Path):
     ray.shutdown()
 
 
+def postgres_program(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, else the newest Debian install (/usr/lib/postgresql/<ver>/bin,
+    which Debian's postgresql package leaves off PATH)."""
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: [int(n) for n in Path(d).parent.name.split(".") if n.isdigit()], reverse=True)
+    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(debian))
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL server on a Unix socket (initdb + pg_ctl from the system's packages)."""
-    import shutil
     import socket
     import subprocess
     import tempfile
 
-    psycopg = pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    import psycopg
+
+    initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
     if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server programs (initdb, pg_ctl) are not on PATH: install postgresql to run these tests")
+        pytest.skip("PostgreSQL server programs (initdb, pg_ctl) not found: scripts/ci_deps.sh installs them (Debian package postgresql)")
     root = Path(tempfile.mkdtemp(prefix="llmrec-pg-"))  # not under pytest's 0700 tree: the server user must reach it
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the packages' postgres user
