@@ -44,7 +44,14 @@ class IndexConfig(_Section):
     ivf_nlist: int = Field(1024, ge=1)
     ivf_nprobe: int = Field(32, ge=1)
     use_gpu: bool = Field(False, description="Move exact/IVF indexes to GPU where faiss reports GPUs.")
-    overfetch: int = Field(4, ge=1, description="Search this many times k before filtering, doubling until k survive.")
+    overfetch: int = Field(4, ge=1, description="Search this many times k before filtering, doubling until k survive (up to max_examined).")
+    max_examined: int = Field(
+        2048,
+        ge=1,
+        description="A filtered search examines at most this many nearest candidates (or k * overfetch, if more); when fewer than k of them "
+        "pass, the items the filter allows are scored exactly instead, so a filter that matches little never searches the whole index. "
+        "2048 is also the largest k a FAISS GPU index takes.",
+    )
 
 
 class RouterConfig(_Section):
@@ -141,7 +148,20 @@ class ServerConfig(_Section):
 
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     sync_interval_s: float = Field(0.5, gt=0, description="How often each replica pulls writes made elsewhere.")
-    api_key_env: str = Field("LLMREC_API_KEY", description="Environment variable holding the admin API key.")
+    api_key_env: str = Field("LLMREC_API_KEY", description="Environment variable holding the admin API key (item writes; it also works on client routes).")
+    client_keys_env: str = Field(
+        "LLMREC_CLIENT_KEYS",
+        description="Environment variable holding the client keys, comma-separated. Several are accepted at once, so a key is rotated by adding "
+        "the new one, moving clients to it, then removing the old. No client keys (here or in client_keys_file): client routes are open.",
+    )
+    client_keys_file: str | None = Field(
+        None, description="A file of client keys, one per line or comma-separated (# comments), e.g. a mounted Secret; re-read when it changes."
+    )
+    require_client_keys: bool = Field(False, description="Refuse to start without client keys (the cluster Serve config sets it): never open by mistake.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After (seconds) sent with every 503: a stage unavailable or over its queue limit.")
+    call_timeout_s: float = Field(
+        25.0, gt=0, description="Limit on the ingress's own stage calls for item writes, events and scenes (503 past it); below http_options.request_timeout_s."
+    )
 
 
 class PipelineConfig(_Section):

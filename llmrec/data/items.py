@@ -60,31 +60,62 @@ def record_from_change(change: ItemChange) -> ItemRecord:
 
 
 def _comparable(value: Any) -> Any:
-    """Numbers compare as numbers (10 == 10.0), everything else as lower-case text."""
+    """Numbers compare as numbers (10 == 10.0), everything else as lower-case text (`compile_filters`
+    inlines the plain-string case)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return str(value).lower()
 
 
+def compile_filters(filters: Filters) -> Callable[[dict[str, Any]], bool] | None:
+    """The filters as one predicate over an item's attributes, or None when they constrain nothing.
+
+    The wanted values are lower-cased into sets once, here; matching an item then costs a set
+    lookup per attribute value it has, whatever the number of wanted values.
+    """
+    wanted = [
+        (key, frozenset(_comparable(v) for v in (values if isinstance(values, list) else [values])))
+        for key, values in filters.attributes.items()
+    ]
+    ranges = [(key, bounds.min, bounds.max) for key, bounds in filters.ranges.items()]
+    if not wanted and not ranges:
+        return None
+
+    def matches(attributes: dict[str, Any]) -> bool:
+        for key, accepted in wanted:
+            have = attributes.get(key)
+            if have is None:
+                return False
+            if isinstance(have, list):
+                for value in have:
+                    if (value.lower() if type(value) is str else _comparable(value)) in accepted:
+                        break
+                else:
+                    return False
+            elif (have.lower() if type(have) is str else _comparable(have)) not in accepted:
+                return False
+        for key, low, high in ranges:
+            value = attributes.get(key)
+            if not isinstance(value, (int, float)):
+                return False
+            if (low is not None and value < low) or (high is not None and value > high):
+                return False
+        return True
+
+    return matches
+
+
 def item_matches(attributes: dict[str, Any], filters: Filters) -> bool:
-    """True when the item satisfies every attribute and range constraint."""
-    for key, wanted in filters.attributes.items():
-        have = attributes.get(key)
-        have_set = {_comparable(v) for v in (have if isinstance(have, list) else [have])} if have is not None else set()
-        wanted_set = {_comparable(v) for v in (wanted if isinstance(wanted, list) else [wanted])}
-        if not have_set & wanted_set:
-            return False
-    for key, bounds in filters.ranges.items():
-        value = attributes.get(key)
-        if not isinstance(value, (int, float)):
-            return False
-        if (bounds.min is not None and value < bounds.min) or (bounds.max is not None and value > bounds.max):
-            return False
-    return True
+    """True when the item satisfies every attribute and range constraint (compile once with
+    `compile_filters` to test many items)."""
+    matches = compile_filters(filters)
+    return matches is None or matches(attributes)
 
 
 def allow_filter(items: dict[str, ItemRecord], excluded: Iterable[str], filters: Filters) -> Callable[[str], bool]:
-    """A predicate over item ids: not excluded, known, and matching the filters."""
+    """A predicate over item ids: not excluded, known, and matching the filters (compiled once, here)."""
     excluded = set(excluded)
-    constrained = bool(filters.attributes or filters.ranges)
-    return lambda i: i not in excluded and i in items and (not constrained or item_matches(items[i].attributes, filters))
+    matches = compile_filters(filters)
+    if matches is None:
+        return lambda i: i not in excluded and i in items
+    return lambda i: i not in excluded and i in items and matches(items[i].attributes)

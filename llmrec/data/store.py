@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -92,6 +94,43 @@ class EventRecord:
     seq: int = 0
 
 
+_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)([^&]*)")
+
+
+def _password(url: str) -> tuple[str, str, str] | None:
+    """(before, password, after) of a scheme://user:password@host... URL (the last @ before any ?,
+    so an unescaped / or @ in the password is still found), or None without one."""
+    scheme, sep, rest = url.partition("://")
+    main, question, query = rest.partition("?")
+    userinfo, at, host = main.rpartition("@")
+    if not (sep and at and ":" in userinfo):
+        return None
+    user, _, secret = userinfo.partition(":")
+    return f"{scheme}://{user}:", secret, f"@{host}{question}{query}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (user:PASSWORD@ and ?password=) replaced by ***: what errors and logs show."""
+    parts = _password(url)
+    if parts is not None:
+        url = f"{parts[0]}***{parts[2]}"
+    return _PASSWORD_PARAM.sub(r"\1***", url)
+
+
+def _scrub(message: str, url: str) -> str:
+    """A driver's message with every form of the URL's password taken out (libpq may echo it)."""
+    secrets = {m.group(2) for m in _PASSWORD_PARAM.finditer(url)}
+    parts = _password(url)
+    if parts is not None:
+        secrets.add(parts[1])
+    message = message.replace(url, redact_url(url))
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, unquote(secret)}:
+            if form:
+                message = message.replace(form, "***")
+    return message
+
+
 def default_store_path(catalog_name: str) -> Path:
     return llmrec_home() / "state" / f"{catalog_name}.sqlite"
 
@@ -126,7 +165,7 @@ class Store:
         if url.startswith(("postgresql://", "postgres://")):
             return PostgresStore(url)
         if "://" in url and not url.startswith("sqlite:///"):
-            raise ConfigError(f"store url {url!r}: use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB")
+            raise ConfigError(f"store url {redact_url(url)!r}: use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB (no driver suffix such as +psycopg)")
         return SQLiteStore(url)
 
     def _write(self, sql: str, rows: list[tuple]) -> int:
@@ -232,10 +271,13 @@ class PostgresStore(Store):
         try:
             import psycopg
         except ImportError:
-            raise ConfigError(f"store url {url.split('@')[-1]!r} needs psycopg: pip install 'llmrec[postgres]'") from None
+            raise ConfigError(f"store url {redact_url(url)!r} needs psycopg: pip install 'llmrec[postgres]'") from None
         self.url = url
         self._lock = threading.Lock()
-        self._db = psycopg.connect(url, autocommit=True)
+        try:
+            self._db = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as error:  # libpq's message can quote the URL, password included
+            raise ConfigError(f"cannot open the store at {redact_url(url)!r}: {_scrub(str(error).strip(), url)}") from None
         with self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(72016)")  # CREATE IF NOT EXISTS races between replicas
             self._db.execute(POSTGRES_SCHEMA)

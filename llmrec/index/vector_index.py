@@ -1,9 +1,10 @@
 """One FAISS index per scene, addressed by item id.
 
 Exact (flat) for small catalogs, HNSW or IVF by configuration. Items can be upserted and removed
-by id at any time (item cold start needs no rebuild). Searches over-fetch and double until k
-items pass the filter. FAISS is imported lazily; a GPU replica is used only where faiss reports
-GPUs, and the CPU index stays the source of truth.
+by id at any time (item cold start needs no rebuild). Filtered searches over-fetch and double
+until k items pass, up to a bound, then score the allowed items exactly. FAISS is imported
+lazily; a GPU replica is used only where faiss reports GPUs, and the CPU index stays the source
+of truth.
 """
 
 from __future__ import annotations
@@ -125,12 +126,19 @@ class VectorIndex:
         k: int,
         allow: Callable[[str], bool] | None = None,
     ) -> list[tuple[str, float]]:
-        """Top-k (item id, score) for one query vector, best first, keeping only ids `allow` accepts."""
+        """Top-k (item id, score) for one query vector, best first, keeping only ids `allow` accepts.
+
+        The nearest `k * overfetch` candidates are fetched and filtered, doubling up to
+        `max_examined` (or the first fetch, if larger); if fewer than k pass by then, the filter is
+        selective, and the items it allows are scored exactly instead. Work is bounded either way:
+        never a search for the whole index, whatever the filter.
+        """
         if self._index is None or not self._ids or k <= 0:
             return []
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         total = self._index.ntotal
         fetch = min(total, k * self.config.overfetch)
+        limit = min(total, max(fetch, self.config.max_examined))
         while True:
             scores, keys = self._searcher().search(query, fetch)
             hits: list[tuple[str, float]] = []
@@ -142,7 +150,23 @@ class VectorIndex:
                         return hits
             if fetch >= total:
                 return hits
-            fetch = min(total, fetch * 2)
+            if fetch >= limit:
+                return self._search_allowed(query[0], k, allow)
+            fetch = min(limit, fetch * 2)
+
+    def _search_allowed(self, query: np.ndarray, k: int, allow: Callable[[str], bool] | None, chunk: int = 16_384) -> list[tuple[str, float]]:
+        """Exact top-k over the live items `allow` accepts: one predicate call per item, then inner
+        products over the allowed vectors only, a chunk at a time (memory stays bounded)."""
+        allowed = [(key, item_id) for key, item_id in self._ids.items() if allow is None or allow(item_id)]
+        best_scores, best_ids = np.zeros(0, dtype=np.float32), []
+        for start in range(0, len(allowed), chunk):
+            part = allowed[start : start + chunk]
+            vectors = self._index.reconstruct_batch(np.asarray([key for key, _ in part], dtype=np.int64))
+            scores = np.concatenate([best_scores, vectors @ query])
+            ids = best_ids + [item_id for _, item_id in part]
+            top = np.argsort(-scores, kind="stable")[:k]
+            best_scores, best_ids = scores[top], [ids[i] for i in top]
+        return [(item_id, float(score)) for item_id, score in zip(best_ids, best_scores.tolist())]
 
     def save(self, directory: Path, metadata: dict[str, Any] | None = None) -> Path:
         """Write index, id map and metadata; a reader checks the version and encoder before use."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -10,11 +11,30 @@ from llmrec.intent.schema import (
 )
 
 # --- years and prices stated in the text (English and Chinese) ---------------------------------
+#
+# Linear time on any text: the scan is bounded (RULE_SCAN_CHARS of the NFKC-normalised text: NFKC can
+# expand one character into up to 18), and every number starts where a run of digits starts
+# ((?<!\d)) and takes the whole run at once (\d++), so no search restarts inside a run or gives
+# digits back: a run of n digits costs O(n), not O(n^2).
 
+RULE_SCAN_CHARS = 2000  # a request's query is at most this long (llmrec/serving/schemas.py)
 _CN_DECADES = {"五": 1950, "六": 1960, "七": 1970, "八": 1980, "九": 1990}
 _YEAR = r"((?:18|19|20)\d\d)"
+_NUMBER = r"(?<!\d)(\d++(?:\.\d++)?)"
 _MONEY_UNIT = r"(?:dollars?|bucks?|usd|euros?|eur|pounds?|gbp|yuan|rmb|美元|美金|刀|欧元|英镑|元|块钱|块)"
-_AMOUNT = rf"(?:[$€£¥]\s*(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*{_MONEY_UNIT})"
+_AMOUNT = rf"(?:[$€£¥]\s*{_NUMBER}|{_NUMBER}\s*{_MONEY_UNIT})"
+_BELOW = r"under|below|less than|cheaper than|at most|max(?:imum)?|up to|within|no more than|not more than|不超过|低于|少于|不到|最多"
+
+_DECADE = re.compile(r"\b(early|mid|late)?[\s-]{0,3}(?:the\s+)?((?:19|20)?\d)0'?s\b")
+_CN_DECADE = re.compile(r"([五六七八九]十|\d0)年代(初|中|末)?(以后|之后|以来|以前|之前)?")
+_YEAR_RANGE = re.compile(rf"(?:between|from)\s+{_YEAR}\s+(?:and|to|until)\s+{_YEAR}|{_YEAR}\s*年?\s*(?:-|–|~|到|至)\s*{_YEAR}")
+_ANY_YEAR = re.compile(_YEAR)
+_YEAR_MIN = re.compile(rf"(?:after|since|newer than|later than|not older than|nothing older than|no older than|post-?)\s*{_YEAR}|{_YEAR}\s*年?\s*(?:以后|之后|以来|后)")
+_YEAR_MAX = re.compile(rf"(?:before|until|(?<!nothing )(?<!not )(?<!no )older than|prior to|up to|pre-?)\s*{_YEAR}|{_YEAR}\s*年?\s*(?:以前|之前|前)")
+_SINGLE_YEAR = re.compile(rf"(?:from|in|of)\s+{_YEAR}\b|{_YEAR}\s*年的")
+_PRICE_RANGE = re.compile(rf"between\s+[$€£¥]?\s*{_NUMBER}\s*{_MONEY_UNIT}?\s*and\s+{_AMOUNT}|{_NUMBER}\s*(?:到|至|-|~)\s*{_AMOUNT}")
+_PRICE_MAX = re.compile(rf"(?:{_BELOW})\s*{_AMOUNT}|{_AMOUNT}\s*(?:以内|以下|之内|内)")
+_PRICE_MIN = re.compile(rf"(?:over|above|(?<!no )(?<!not )more than|at least|min(?:imum)?|(?<!不)超过|高于|至少|不低于)\s*{_AMOUNT}|{_AMOUNT}\s*以上")
 
 
 def _amount(match: re.Match, first: int) -> float:
@@ -23,11 +43,11 @@ def _amount(match: re.Match, first: int) -> float:
 
 def rule_constraints(text: str) -> dict[str, Any]:
     """Years and prices that the text states outright; {} when it states none."""
-    low = normalize_text(text)
+    low = normalize_text(text[:RULE_SCAN_CHARS])[:RULE_SCAN_CHARS]
     out: dict[str, Any] = {}
     # decades: 90s, 1990s, the late 80's, 九十年代末, 90年代
-    m = re.search(r"\b(early|mid|late)?[\s-]*(?:the\s+)?((?:19|20)?\d)0'?s\b", low)
-    cn = re.search(r"([五六七八九]十|\d0)年代(初|中|末)?(以后|之后|以来|以前|之前)?", low)
+    m = _DECADE.search(low)
+    cn = _CN_DECADE.search(low)
     if m:
         digits = m.group(2)
         start = int(digits) * 10 if len(digits) == 3 else (1900 + int(digits) * 10 if int(digits) >= 3 else 2000 + int(digits) * 10)
@@ -48,35 +68,32 @@ def rule_constraints(text: str) -> dict[str, Any]:
         else:
             out.update(year_min=start + lo, year_max=start + hi)
     # explicit years: ranges, then open bounds, then a single year
-    m = re.search(rf"(?:between|from)\s+{_YEAR}\s+(?:and|to|until)\s+{_YEAR}|{_YEAR}\s*年?\s*(?:-|–|~|到|至)\s*{_YEAR}", low)
+    m = _YEAR_RANGE.search(low)
     if m:
         a, b = [int(g) for g in m.groups() if g]
         out.update(year_min=min(a, b), year_max=max(a, b))
-    elif re.search(_YEAR, low):
-        lower = re.search(rf"(?:after|since|newer than|later than|not older than|nothing older than|no older than|post-?)\s*{_YEAR}|{_YEAR}\s*年?\s*(?:以后|之后|以来|后)", low)
-        upper = re.search(rf"(?:before|until|(?<!nothing )(?<!not )(?<!no )older than|prior to|up to|pre-?)\s*{_YEAR}|{_YEAR}\s*年?\s*(?:以前|之前|前)", low)
+    elif _ANY_YEAR.search(low):
+        lower = _YEAR_MIN.search(low)
+        upper = _YEAR_MAX.search(low)
         if lower:
             out["year_min"] = int(lower.group(1) or lower.group(2))
         if upper:
             out["year_max"] = int(upper.group(1) or upper.group(2))
         if not lower and not upper and "year_min" not in out:
-            single = re.search(rf"(?:from|in|of)\s+{_YEAR}\b|{_YEAR}\s*年的", low)
+            single = _SINGLE_YEAR.search(low)
             if single:
                 out["year_min"] = out["year_max"] = int(single.group(1) or single.group(2))
     # prices: ranges, then upper and lower bounds
-    m = re.search(rf"between\s+[$€£¥]?\s*(\d+(?:\.\d+)?)\s*{_MONEY_UNIT}?\s*and\s+{_AMOUNT}|(\d+(?:\.\d+)?)\s*(?:到|至|-|~)\s*{_AMOUNT}", low)
+    m = _PRICE_RANGE.search(low)
     if m:
         a = float(m.group(1) or m.group(4))
         b = _amount(m, 2) if m.group(1) else _amount(m, 5)
         out.update(price_min=min(a, b), price_max=max(a, b))
     else:
-        below = r"under|below|less than|cheaper than|at most|max(?:imum)?|up to|within|no more than|not more than|不超过|低于|少于|不到|最多"
-        upper = re.search(rf"(?:{below})\s*{_AMOUNT}|{_AMOUNT}\s*(?:以内|以下|之内|内)", low)
-        lower = re.search(rf"(?:over|above|(?<!no )(?<!not )more than|at least|min(?:imum)?|(?<!不)超过|高于|至少|不低于)\s*{_AMOUNT}|{_AMOUNT}\s*以上", low)
+        upper = _PRICE_MAX.search(low)
+        lower = _PRICE_MIN.search(low)
         if upper:
             out["price_max"] = _amount(upper, 1) if (upper.group(1) or upper.group(2)) else _amount(upper, 3)
         if lower:
             out["price_min"] = _amount(lower, 1) if (lower.group(1) or lower.group(2)) else _amount(lower, 3)
-    return out
-
-
+    return {key: value for key, value in out.items() if math.isfinite(value)}  # "under 999...9 (400 digits) dollars" is not a price

@@ -65,22 +65,43 @@ class ItemItemModel:
         cosine.eliminate_zeros()
         return cls(items.tolist(), cosine.astype(np.float32), "cooccurrence")
 
+    def _rows(self, history: Sequence[str]) -> list[int]:
+        return [self.position[i] for i in dict.fromkeys(history) if i in self.position]
+
     def scores(self, history: Sequence[str]) -> np.ndarray:
-        """One score per item in `item_ids` (zeros when no history item is known to the model)."""
-        rows = [self.position[i] for i in dict.fromkeys(history) if i in self.position]
-        if not rows:
-            return np.zeros(len(self.item_ids), np.float32)
-        summed = self.weights[rows].sum(axis=0)
-        return np.asarray(summed, dtype=np.float32).ravel()
+        """One score per item in `item_ids` (zeros when no history item is known to the model).
+
+        Summed a block of history rows at a time: memory stays at a block of rows, however long the history."""
+        rows = self._rows(history)
+        summed = np.zeros(len(self.item_ids), np.float32)
+        for start in range(0, len(rows), 64):
+            block = self.weights[rows[start : start + 64]]
+            summed += np.asarray(block.sum(axis=0), dtype=np.float32).ravel()
+        return summed
+
+    def scores_of(self, history: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
+        """The scores of `item_ids` alone (0 for items the model does not know): reads |history| x
+        |item_ids| weights, not whole rows."""
+        out = np.zeros(len(item_ids), np.float32)
+        rows = self._rows(history)
+        known = [(n, self.position[i]) for n, i in enumerate(item_ids) if i in self.position]
+        if not rows or not known:
+            return out
+        where, columns = (np.asarray(part, dtype=np.int64) for part in zip(*known))
+        for start in range(0, len(rows), 64):
+            block = self.weights[np.ix_(rows[start : start + 64], columns)] if not sp.issparse(self.weights) else self.weights[rows[start : start + 64]][:, columns]
+            out[where] += np.asarray(block.sum(axis=0), dtype=np.float32).ravel()
+        return out
 
     def strongest_source(self, history: Sequence[str], item_id: str) -> str | None:
-        """The history item that contributes most to `item_id`'s score (for a 'because you liked' reason)."""
+        """The history item that contributes most to `item_id`'s score (for a 'because you liked'
+        reason): reads one weight per history item."""
         column = self.position.get(item_id)
         rows = [i for i in dict.fromkeys(history) if i in self.position]
         if column is None or not rows:
             return None
-        weights = self.weights[[self.position[i] for i in rows]][:, column]
-        weights = np.asarray(weights.toarray() if sp.issparse(weights) else weights).ravel()
+        positions = np.asarray([self.position[i] for i in rows], dtype=np.int64)
+        weights = np.asarray(self.weights[positions, np.full(len(positions), column)], dtype=np.float32).ravel()
         best = int(np.argmax(weights))
         return rows[best] if weights[best] > 0 else None
 

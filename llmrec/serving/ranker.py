@@ -136,12 +136,12 @@ class Ranker:
             users.sync()
             model = users.collab.get(scene)
             history = users.scene_history(scene, context)
-            scores = model.scores(history) if model is not None and history else None
-            pool = []
-            for n, item_id in enumerate(retrieved.item_ids):
-                position = model.position.get(item_id) if scores is not None else None
-                collaborative = float(scores[position]) if position is not None else 0.0
-                pool.append(Candidate(item_id, float(retrieved.semantic[n]), collaborative, users.popularity.prior(item_id)))
+            # Only the candidates' scores: |history| x |candidates| weights read, not whole rows.
+            scores = model.scores_of(history, retrieved.item_ids) if model is not None and history else np.zeros(len(retrieved.item_ids), np.float32)
+            pool = [
+                Candidate(item_id, float(retrieved.semantic[n]), float(scores[n]), users.popularity.prior(item_id))
+                for n, item_id in enumerate(retrieved.item_ids)
+            ]
             has_history = any(c.collaborative for c in pool)
             ranked = self.blend.rank(pool, retrieved.vectors, k, has_text=has_text, has_history=has_history, cross=self._cross_scores(context.text))
             items = [self._explain(c, request, scene, history, context.has_taste_text) for c in ranked if c.item_id in users.items]

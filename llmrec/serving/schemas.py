@@ -1,17 +1,100 @@
-"""Request and response models: the public contract of the Python API, the CLI and (later) HTTP."""
+"""Request and response models: the public contract of the Python API, the CLI and (later) HTTP.
+
+Every collection and string a request can carry is capped, and numbers must be finite, so the work
+one request causes is bounded and nothing reaches the store or the filters that they cannot hold:
+
+| what | limit |
+| --- | --- |
+| `query` | 2,000 characters |
+| `user_id` | 200 characters; `item_id` (history, exclusions, items, events) 300; `scene` 100; no control characters |
+| `history` | 500 item ids |
+| `profile` | 50 entries; keys 100 characters; values a string (200 characters), number or boolean |
+| `filters.attributes` | 20 keys (100 characters each); 100 values per key; each a string (200 characters), number or boolean |
+| `filters.ranges` | 20 ranges; `min`/`max` finite numbers |
+| `filters.exclude_item_ids` | 1,000 item ids |
+| integers in filters and profiles | within ±2^53 (exact as floats) |
+| events | `value` finite; `timestamp` Unix seconds from 0 to 253402300799 (the year 9999) |
+| items | 100 attributes nesting at most 5 levels, finite numbers; no NUL in `title`/`text` |
+| batches | 1,000 items or events |
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from llmrec.intent.schema import Intent
 
 MAX_QUERY_CHARS = 2000
 MAX_HISTORY = 500
 MAX_BATCH = 1000
+MAX_USER_ID_CHARS = 200
+MAX_ITEM_ID_CHARS = 300
+MAX_SCENE_CHARS = 100
+MAX_KEY_CHARS = 100  # attribute, range and profile keys
+MAX_VALUE_CHARS = 200  # one string value of filters.attributes or profile
+MAX_FILTER_KEYS = 20
+MAX_FILTER_VALUES = 100  # values of one filters.attributes key
+MAX_RANGES = 20
+MAX_EXCLUDE = 1000
+MAX_PROFILE = 50
+MAX_ITEM_ATTRIBUTES = 100
+MAX_ATTRIBUTE_DEPTH = 5
+MAX_INT = 2**53  # integers in filters and profiles compare as floats: beyond this they would not be exact
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z in Unix seconds
 Scalar = str | int | float | bool
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone surrogates (pydantic refuses them in str fields, not inside Any)
+
+
+def _code(match: re.Match) -> str:
+    return f"U+{ord(match.group()):04X} at position {match.start()}"
+
+
+def _check_id(text: str) -> str:
+    found = _CONTROL.search(text)
+    if found:
+        raise PydanticCustomError("control_character", f"ids cannot contain control characters ({_code(found)})")
+    return text
+
+
+def _storable(text: str) -> str:
+    if "\x00" in text:
+        raise PydanticCustomError("nul_character", f"text cannot contain NUL characters (U+0000 at position {text.index(chr(0))}): the store cannot hold them")
+    return text
+
+
+def _short(key: Any) -> str:
+    return repr(key if not isinstance(key, str) or len(key) <= 40 else key[:40] + "...")
+
+
+def _check_scalar(where: str, value: Any, lists: bool) -> None:
+    """A filter or profile value: a string, a finite number in range, or a boolean."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_INT:
+            raise PydanticCustomError("int_range", f"{where}: integers within ±2^53 ({MAX_INT}) only")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise PydanticCustomError("finite_number", f"{where}: numbers must be finite, not NaN or Infinity")
+    elif isinstance(value, str):
+        if len(value.strip()) > MAX_VALUE_CHARS:
+            raise PydanticCustomError("string_too_long", f"{where}: strings of at most {MAX_VALUE_CHARS} characters, got {len(value.strip())}")
+    else:
+        kind = "a string, number or boolean, or a list of them" if lists else "a string, number or boolean"
+        raise PydanticCustomError("scalar_type", f"{where}: expected {kind}, got {type(value).__name__}")
+
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID_CHARS), AfterValidator(_check_id)]
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ITEM_ID_CHARS), AfterValidator(_check_id)]
+SceneName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SCENE_CHARS), AfterValidator(_check_id)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(_check_id)]
 
 
 class _Model(BaseModel):
@@ -19,8 +102,8 @@ class _Model(BaseModel):
 
 
 class Range(_Model):
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -32,22 +115,45 @@ class Range(_Model):
 class Filters(_Model):
     """Constraints every returned item satisfies."""
 
-    exclude_item_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    exclude_item_ids: list[ItemId] = Field(default_factory=list, max_length=MAX_EXCLUDE)
     exclude_seen: bool = Field(True, description="Leave out items the user already interacted with.")
-    attributes: dict[str, Scalar | list[Scalar]] = Field(
-        default_factory=dict, description="Item attribute equals the value, or shares one with the list (e.g. genres)."
+    attributes: dict[Key, Scalar | list[Scalar]] = Field(
+        default_factory=dict,
+        description=f"Item attribute equals the value, or shares one with the list (e.g. genres): at most {MAX_FILTER_KEYS} keys, "
+        f"{MAX_FILTER_VALUES} values per key.",
     )
-    ranges: dict[str, Range] = Field(default_factory=dict, description="Numeric attribute within [min, max], e.g. year.")
+    ranges: dict[Key, Range] = Field(
+        default_factory=dict, max_length=MAX_RANGES, description=f"Numeric attribute within [min, max], e.g. year: at most {MAX_RANGES}."
+    )
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _bounded_attributes(cls, value: Any) -> Any:
+        """Counted before anything is validated: a 20,000-value list is refused at once."""
+        if not isinstance(value, dict):
+            return value  # the type check says what is expected
+        if len(value) > MAX_FILTER_KEYS:
+            raise PydanticCustomError("too_many_keys", f"at most {MAX_FILTER_KEYS} attribute keys, got {len(value)}")
+        for key, wanted in value.items():
+            where = f"attribute {_short(key)}"
+            if isinstance(wanted, list):
+                if len(wanted) > MAX_FILTER_VALUES:
+                    raise PydanticCustomError("too_many_values", f"{where}: at most {MAX_FILTER_VALUES} values, got {len(wanted)}")
+                for one in wanted:
+                    _check_scalar(where, one, lists=True)
+            else:
+                _check_scalar(where, wanted, lists=True)
+        return value
 
 
 class RecommendRequest(_Model):
     """Who is asking (user id, history, profile), what for (query), where (scene) and how many (k)."""
 
-    user_id: str | None = Field(None, min_length=1, max_length=200)
+    user_id: UserId | None = None
     query: str | None = Field(None, max_length=MAX_QUERY_CHARS)
-    scene: str | None = Field(None, min_length=1, max_length=100)
-    history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY, description="Item ids the user liked.")
-    profile: dict[str, Scalar] = Field(default_factory=dict, max_length=50)
+    scene: SceneName | None = None
+    history: list[ItemId] = Field(default_factory=list, max_length=MAX_HISTORY, description="Item ids the user liked.")
+    profile: dict[Key, Scalar] = Field(default_factory=dict, description=f"At most {MAX_PROFILE} entries.")
     k: int | None = Field(None, ge=1, description="Defaults to the configured default_k; at most max_k.")
     filters: Filters = Field(default_factory=Filters)
 
@@ -55,6 +161,17 @@ class RecommendRequest(_Model):
     @classmethod
     def _blank_query_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _bounded_profile(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if len(value) > MAX_PROFILE:
+            raise PydanticCustomError("too_many_entries", f"at most {MAX_PROFILE} entries, got {len(value)}")
+        for key, one in value.items():
+            _check_scalar(f"profile {_short(key)}", one, lists=False)
+        return value
 
     @model_validator(mode="after")
     def _something_to_go_on(self) -> RecommendRequest:
@@ -66,21 +183,54 @@ class RecommendRequest(_Model):
 class ItemIn(_Model):
     """An item to add or replace; it is recommendable as soon as the call returns."""
 
-    item_id: str = Field(min_length=1, max_length=300)
-    scene: str = Field(min_length=1, max_length=100)
-    title: str = Field(min_length=1, max_length=500)
-    text: str = Field("", max_length=20_000)
-    attributes: dict[str, Any] = Field(default_factory=dict, max_length=100)
+    item_id: ItemId
+    scene: SceneName
+    title: Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_storable)]
+    text: Annotated[str, StringConstraints(max_length=20_000), AfterValidator(_storable)] = ""
+    attributes: dict[Key, Any] = Field(default_factory=dict, max_length=MAX_ITEM_ATTRIBUTES)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _storable_attributes(cls, value: Any) -> Any:
+        """Finite numbers and valid text all the way down, nesting at most MAX_ATTRIBUTE_DEPTH levels."""
+        if not isinstance(value, dict):
+            return value
+        stack = [(one, 1, _short(key)) for key, one in value.items()]
+        while stack:
+            node, depth, where = stack.pop()
+            if isinstance(node, float) and not math.isfinite(node):
+                raise PydanticCustomError("finite_number", f"attribute {where}: numbers must be finite, not NaN or Infinity")
+            found = _SURROGATE.search(node) if isinstance(node, str) else None
+            if found:
+                raise PydanticCustomError("lone_surrogate", f"attribute {where}: text cannot contain lone surrogates ({_code(found)}): send valid UTF-8")
+            if isinstance(node, (list, dict)):
+                if depth >= MAX_ATTRIBUTE_DEPTH:
+                    raise PydanticCustomError("too_deep", f"attribute {where}: values nest at most {MAX_ATTRIBUTE_DEPTH} levels deep")
+                children = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+                for child_key, child in children:
+                    if isinstance(child_key, str):
+                        stack.append((child_key, depth + 1, where))
+                    stack.append((child, depth + 1, where))
+        return value
 
 
 class EventIn(_Model):
     """Feedback from a user about an item."""
 
-    user_id: str = Field(min_length=1, max_length=200)
-    item_id: str = Field(min_length=1, max_length=300)
+    user_id: UserId
+    item_id: ItemId
     kind: Literal["click", "view", "like", "dislike", "purchase", "rating"] = "click"
-    value: float | None = Field(None, description="The rating for kind=rating (e.g. 1-5).")
-    timestamp: int | None = Field(None, ge=0, description="Unix seconds; defaults to now.")
+    value: FiniteFloat | None = Field(None, description="The rating for kind=rating (e.g. 1-5); a finite number.")
+    timestamp: int | None = Field(None, ge=0, le=MAX_TIMESTAMP, description="Unix seconds (0 to 253402300799, the year 9999); defaults to now.")
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _unix_seconds(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= MAX_TIMESTAMP:
+            hint = " (milliseconds? divide by 1000)" if MAX_TIMESTAMP < value <= 1000 * MAX_TIMESTAMP else ""
+            shown = repr(value) if len(repr(value)) <= 30 else f"{repr(value)[:12]}... ({len(repr(value))} digits)"
+            raise PydanticCustomError("timestamp_range", f"Unix seconds from 0 to {MAX_TIMESTAMP} (the year 9999), got {shown}{hint}")
+        return value
 
     @model_validator(mode="after")
     def _rating_has_value(self) -> EventIn:

@@ -230,3 +230,46 @@ def test_open_picks_the_database_by_url(tmp_path, postgres_url):
         opened.ping()
     finally:
         opened.close()
+
+
+# ---- credentials never appear in an error ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://user:s3cretpw@db.example:5432/llmrec", "postgresql+psycopg://user:***@db.example:5432/llmrec"),
+        ("mysql://root:s3cretpw@db/llmrec?password=s3cretpw", "mysql://root:***@db/llmrec?password=***"),
+    ],
+)
+def test_an_unsupported_store_url_is_shown_without_its_password(url, shown):
+    with pytest.raises(ConfigError) as caught:
+        Store.open(url)
+    message = str(caught.value)
+    assert "s3cretpw" not in message and shown in message and "postgresql://USER:PASSWORD@HOST:PORT/DB" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://user:s3cret pw@/llmrec?host=/nonexistent-llmrec-socket-dir",  # libpq echoes the malformed password
+        "postgresql://user:s3cret%20pw@/llmrec?host=/nonexistent-llmrec-socket-dir&bogus=1",
+        "postgresql://user@/llmrec?host=/nonexistent-llmrec-socket-dir&password=s3cret",
+    ],
+)
+def test_a_postgresql_connection_error_never_shows_the_password(url):
+    with pytest.raises(ConfigError) as caught:
+        Store.open(url)
+    assert "s3cret" not in str(caught.value) and "nonexistent-llmrec-socket-dir" in str(caught.value)
+    assert caught.value.__suppress_context__ and caught.value.__cause__ is None  # the driver's own message is not chained
+
+
+def test_redact_url_keeps_everything_but_the_secrets():
+    from llmrec.data.store import redact_url
+
+    assert redact_url("postgresql://u:p@h:5432/db?sslmode=require") == "postgresql://u:***@h:5432/db?sslmode=require"
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_url("sqlite:////tmp/x.sqlite") == "sqlite:////tmp/x.sqlite"
+    assert redact_url("/tmp/state/demo.sqlite") == "/tmp/state/demo.sqlite"
+    assert redact_url("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
+    assert redact_url("postgresql://u:pa/ss@h/db?password=x&sslmode=require") == "postgresql://u:***@h/db?password=***&sslmode=require"

