@@ -6,6 +6,9 @@ their vectors stay in the replica that found them. It scales on its own (CPU and
 
 from __future__ import annotations
 
+import os
+
+import ray
 from ray import serve
 from ray.util.metrics import Gauge
 
@@ -13,6 +16,7 @@ from deployments.metrics import ServiceMetrics
 from deployments.stage import Ready
 from llmrec.config import PipelineConfig
 from llmrec.data.catalog import load_catalog
+from llmrec.data.placement import check_store_for_cluster, declares_one_machine
 from llmrec.data.store import Store, follow
 from llmrec.serving.encoder import Encoder
 from llmrec.serving.ranker import Ranker
@@ -21,6 +25,9 @@ from llmrec.serving.ranker import Ranker
 @serve.deployment(name="Ranker", max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
 class RankerDeployment(Ranker, Ready):
     def __init__(self, config: PipelineConfig) -> None:
+        # SQLite on a cluster of several machines loses writes: refuse before opening it (llmrec/data/placement.py).
+        alive = len([n for n in ray.nodes() if n["Alive"]])
+        check_store_for_cluster(config.store.url, alive, one_machine=declares_one_machine(os.environ))
         catalog = load_catalog(config.catalog)
         store = Store.open(config.store.url, catalog.name)
         super().__init__(config, catalog, store, lambda: Encoder(config.encoder), observe=ServiceMetrics().stage)

@@ -29,6 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 SERVE_OVERLAYS = ["cpu-small", "gpu-prod"]
+SERVER_DB_OVERLAYS = ["gpu-prod"]  # several machines: the store URL only from the Secret (PostgreSQL), never SQLite (test_security.py)
 OVERLAYS = SERVE_OVERLAYS + [f"{o}/jobs" for o in SERVE_OVERLAYS]
 K8S_VERSIONS = ["1.30.0", "1.37.0"]  # oldest and newest Kubernetes the manifests are checked against
 RAY_KINDS = {"RayService": "rayservices", "RayJob": "rayjobs", "RayCluster": "rayclusters"}
@@ -404,10 +405,14 @@ def test_service_pods_have_probes_secrets_config_and_the_state_volume():
         assert c["readinessProbe"] and c["livenessProbe"], where
         env = {e["name"]: e for e in c["env"]}
         assert env["LLMREC_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "llmrec-secrets", "key": "api-key"}, where
-        assert env["LLMREC__STORE__URL"]["valueFrom"]["secretKeyRef"]["optional"] is True, where
         assert {"configMapRef": {"name": "llmrec-config"}} in c["envFrom"], where
         settings = config_map(overlay)
-        assert settings["LLMREC__STORE__URL"].startswith("sqlite:///" + settings["LLMREC_HOME"]), "the database must live on the volume"
+        store = env["LLMREC__STORE__URL"]["valueFrom"]["secretKeyRef"]
+        if overlay in SERVER_DB_OVERLAYS:
+            assert store["optional"] is False and "LLMREC__STORE__URL" not in settings, f"{where}: the Secret's store-url, required, and no default"
+        else:
+            assert store["optional"] is True, where
+            assert settings["LLMREC__STORE__URL"].startswith("sqlite:///" + settings["LLMREC_HOME"]), "the database must live on the volume"
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         claim = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in spec["volumes"]}
         assert claim[mounts[settings["LLMREC_HOME"]]] in {o["metadata"]["name"] for o in rendered(overlay) if o["kind"] == "PersistentVolumeClaim"}
