@@ -163,9 +163,27 @@ def postgres_program(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=os.pathsep.join(debian))
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server on a Unix socket; `restart()` stops and starts it (the fault tests)."""
+
+    def __init__(self, pg_ctl: str, data: Path, root: Path, options: str, as_user: list[str], url: str) -> None:
+        self.pg_ctl, self.data, self.root, self.options, self.as_user, self.url = pg_ctl, data, root, options, as_user, url
+
+    def _ctl(self, *args: str, check: bool = True) -> None:
+        import subprocess
+
+        subprocess.run([*self.as_user, self.pg_ctl, "-D", str(self.data), *args], check=check, capture_output=True)
+
+    def start(self) -> None:
+        self._ctl("-l", str(self.root / "server.log"), "-w", "-o", self.options, "start")
+
+    def stop(self, check: bool = True) -> None:
+        self._ctl("-m", "fast", "-w", "stop", check=check)
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A throwaway PostgreSQL server on a Unix socket (initdb + pg_ctl from the system's packages)."""
+def postgres_server():
+    """A throwaway PostgreSQL server (initdb + pg_ctl from the system's packages), database `llmrec`."""
     import socket
     import subprocess
     import tempfile
@@ -188,12 +206,17 @@ def postgres_url():
         port = s.getsockname()[1]
     data = root / "data"
     subprocess.run([*as_user, initdb, "-D", str(data), "-U", "llmrec", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
-    options = f"-p {port} -k {root} -c listen_addresses=''"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-w", "-o", options, "start"], check=True, capture_output=True)
+    server = PostgresServer(pg_ctl, data, root, f"-p {port} -k {root} -c listen_addresses=''", as_user, f"postgresql://llmrec@/llmrec?host={root}&port={port}")
+    server.start()
     try:
         with psycopg.connect(f"postgresql://llmrec@/postgres?host={root}&port={port}", autocommit=True) as admin:
             admin.execute("CREATE DATABASE llmrec")
-        yield f"postgresql://llmrec@/llmrec?host={root}&port={port}"
+        yield server
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        server.stop(check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.url

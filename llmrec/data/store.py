@@ -25,6 +25,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from llmrec.config import ConfigError, llmrec_home
+from llmrec.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -265,22 +266,49 @@ class SQLiteStore(Store):
 
 
 class PostgresStore(Store):
-    """A server database shared by every replica of a cluster (needs the `postgres` extra: psycopg)."""
+    """A server database shared by every replica of a cluster (needs the `postgres` extra: psycopg).
 
-    def __init__(self, url: str) -> None:
+    When the server goes away (a restart, a failover), the next call reconnects with bounded
+    backoff (`reconnect_s` in all) instead of failing until the replica is recycled; followers keep
+    the sequence numbers they applied, so they resume where they were. A read that loses its
+    connection is retried once on the new one. A write is never retried: whether it committed is
+    unknown, so it fails (a 503 the client may retry) and is never acknowledged twice or lost."""
+
+    def __init__(self, url: str, reconnect_s: float = 10.0) -> None:
         try:
             import psycopg
         except ImportError:
             raise ConfigError(f"store url {redact_url(url)!r} needs psycopg: pip install 'llmrec[postgres]'") from None
         self.url = url
+        self.reconnect_s = reconnect_s
+        self._psycopg = psycopg
         self._lock = threading.Lock()
-        try:
-            self._db = psycopg.connect(url, autocommit=True)
-        except psycopg.Error as error:  # libpq's message can quote the URL, password included
-            raise ConfigError(f"cannot open the store at {redact_url(url)!r}: {_scrub(str(error).strip(), url)}") from None
+        self._db = self._connect()
         with self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(72016)")  # CREATE IF NOT EXISTS races between replicas
             self._db.execute(POSTGRES_SCHEMA)
+
+    def _connect(self):  # -> psycopg.Connection
+        try:
+            return self._psycopg.connect(self.url, autocommit=True)
+        except self._psycopg.Error as error:  # libpq's message can quote the URL, password included
+            raise ConfigError(f"cannot open the store at {redact_url(self.url)!r}: {_scrub(str(error).strip(), self.url)}") from None
+
+    def _connection(self):  # -> psycopg.Connection; call with the lock held
+        """The open connection; after the server went away, a new one, tried with growing pauses."""
+        if not (self._db.closed or self._db.broken):
+            return self._db
+        deadline, pause = time.monotonic() + self.reconnect_s, 0.05
+        while True:
+            try:
+                self._db = self._connect()
+                log.warning("store: reconnected to %s", redact_url(self.url))
+                return self._db
+            except ConfigError as error:
+                if time.monotonic() + pause > deadline:
+                    raise UnavailableError(f"the store is not answering after {self.reconnect_s:.0f} s of reconnecting ({error}); try again") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def close(self) -> None:
         with self._lock:
@@ -288,20 +316,40 @@ class PostgresStore(Store):
 
     def _read(self, sql: str, params: tuple) -> list[tuple]:
         with self._lock:
-            return self._db.execute(sql.replace("?", "%s"), params).fetchall()
+            try:
+                return self._connection().execute(sql.replace("?", "%s"), params).fetchall()
+            except self._psycopg.OperationalError as error:  # the connection died under this read: once more on a new one
+                if not (self._db.closed or self._db.broken):
+                    raise
+                try:
+                    return self._connection().execute(sql.replace("?", "%s"), params).fetchall()
+                except self._psycopg.OperationalError:
+                    raise UnavailableError(f"the store at {redact_url(self.url)!r} is not answering; try again") from error
 
     def _write(self, sql: str, rows: list[tuple]) -> int:
         if not rows:
             return 0
-        table = sql.split()[2]  # INSERT INTO <table>
-        with self._lock, self._db.transaction():
-            # Writers in sequence order: a follower that read up to seq N never sees N-1 commit later.
-            self._db.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
-            with self._db.cursor() as cursor:
-                cursor.executemany(sql.replace("?", "%s") + " RETURNING seq", rows, returning=True)
-                last = 0
-                while True:
-                    last = max(last, cursor.fetchone()[0])
-                    if not cursor.nextset():
-                        break
-        return int(last)
+        with self._lock:
+            for attempt in (1, 2):
+                sent = False
+                try:
+                    with self._connection().transaction():
+                        # Writers in sequence order: a follower that read up to seq N never sees N-1 commit later.
+                        self._db.execute(f"LOCK TABLE {sql.split()[2]} IN SHARE ROW EXCLUSIVE MODE")  # INSERT INTO <table>
+                        sent = True
+                        with self._db.cursor() as cursor:
+                            cursor.executemany(sql.replace("?", "%s") + " RETURNING seq", rows, returning=True)
+                            last = 0
+                            while True:
+                                last = max(last, cursor.fetchone()[0])
+                                if not cursor.nextset():
+                                    break
+                    return int(last)
+                except self._psycopg.OperationalError as error:
+                    # Lost before the rows went out (a server restart shows on first use): once more on a new
+                    # connection. Lost after: whether it committed is unknown, so not acknowledged; the client retries.
+                    if sent or attempt == 2 or not (self._db.closed or self._db.broken):
+                        raise UnavailableError(
+                            f"the store at {redact_url(self.url)!r} dropped the connection during a write; nothing was acknowledged, try again"
+                        ) from error
+        raise AssertionError("unreachable")

@@ -273,3 +273,42 @@ def test_redact_url_keeps_everything_but_the_secrets():
     assert redact_url("/tmp/state/demo.sqlite") == "/tmp/state/demo.sqlite"
     assert redact_url("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
     assert redact_url("postgresql://u:pa/ss@h/db?password=x&sslmode=require") == "postgresql://u:***@h/db?password=***&sslmode=require"
+
+
+def test_after_a_postgresql_restart_reads_and_writes_succeed_again_and_nothing_acknowledged_is_lost(postgres_server):
+    """The server restarts under two open stores: each reconnects by itself (no new Store), the
+    follower resumes from the sequence number it had, and no acknowledged write is lost."""
+    import time
+
+    writer, follower = Store.open(postgres_server.url), Store.open(postgres_server.url)
+    try:
+        before = writer.upsert_items([change(f"restart-{i}") for i in range(3)])
+        seen = follower.item_changes(0)[-1].seq
+        assert seen == before
+        postgres_server.stop()
+        postgres_server.start()
+        started = time.monotonic()
+        after = writer.upsert_items([change("restart-after")])
+        newer = follower.item_changes(seen)
+        assert time.monotonic() - started < 5
+        assert [c.item_id for c in newer] == ["restart-after"] and newer[0].seq == after > before
+        assert {f"restart-{i}" for i in range(3)} <= {c.item_id for c in follower.item_changes(0)}
+    finally:
+        writer.close()
+        follower.close()
+
+
+def test_a_write_while_postgresql_is_down_is_a_clear_503_not_a_crash(postgres_server):
+    from llmrec.errors import UnavailableError
+
+    store = PostgresStore(postgres_server.url, reconnect_s=1.0)
+    try:
+        postgres_server.stop()
+        try:
+            with pytest.raises(UnavailableError, match="try again"):
+                store.add_events([EventRecord("u", "restart-0", "like", None, 1_700_000_000)])
+        finally:
+            postgres_server.start()
+        assert store.add_events([EventRecord("u", "restart-0", "like", None, 1_700_000_000)]) > 0
+    finally:
+        store.close()
