@@ -187,6 +187,37 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
     _emit(args, {"levels": levels, "requests_per_level": args.requests, "rows": rows}, loadtest.format_rows(rows))
 
 
+def cmd_bench_fuzz(args: argparse.Namespace) -> None:
+    import os
+
+    from llmrec.bench import serve as loadtest
+
+    def run(url: str, key: str | None) -> dict[str, Any]:
+        return loadtest.fuzz(url, args.cases, key, args.seed, args.workers, report_dir=args.report_dir)
+
+    if args.url:
+        result = run(args.url, args.key or os.environ.get("LLMREC_API_KEY"))
+    else:  # the local app with keys (random unless set) and a throwaway store, so the fuzzer's writes go nowhere
+        import secrets
+        import shutil
+        import tempfile
+
+        from deployments.local import LOCAL_SERVE_CONFIG, serve_config, start, stop
+
+        key = os.environ.setdefault("LLMREC_API_KEY", secrets.token_hex(16))  # before Ray starts: the replicas inherit it
+        os.environ.setdefault("LLMREC_CLIENT_KEYS", secrets.token_hex(16))
+        state = tempfile.mkdtemp(prefix="llmrec-fuzz-state-")
+        start(serve_config(LOCAL_SERVE_CONFIG, args.port, args.config, [*(args.set or []), f"store.url=sqlite:///{state}/fuzz.sqlite"]))
+        try:
+            result = run(f"http://127.0.0.1:{args.port}", key)
+        finally:
+            stop()
+            shutil.rmtree(state, ignore_errors=True)
+    _emit(args, result, loadtest.format_fuzz(result))
+    if result["returncode"] != 0:
+        raise SystemExit(1)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from llmrec.data.catalog import catalog_dir
 
@@ -310,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixes", default="structured,free-text")
     p.add_argument("--warmup", type=int, default=10)
     p.set_defaults(func=cmd_bench_serve)
+    p = bench.add_parser("fuzz", parents=[common], help="fuzz the HTTP API from its OpenAPI document (schemathesis, every check); exit 1 on any failure")
+    p.add_argument("--url", help="an already running app with client keys configured (default: start the local Serve app, then stop it)")
+    p.add_argument("--key", help="the admin key of --url, sent on every request (default: $LLMREC_API_KEY)")
+    p.add_argument("--port", type=int, default=8000, help="port of the local app (without --url)")
+    p.add_argument("--cases", type=int, default=2000, help="generated cases to spread over the operations (the CI run in the tests uses 150)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="concurrent requests")
+    p.add_argument("--report-dir", type=Path, help="keep schemathesis' JSON and JUnit reports here")
+    p.set_defaults(func=cmd_bench_fuzz)
 
     try:  # the Ray jobs (`train` package): train encoder|reranker, index build --ray, bench train
         from train.cli import add_commands

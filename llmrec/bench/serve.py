@@ -4,15 +4,27 @@ the same pipeline called in-process on the same machine, so the serving overhead
 Two request mixes: `structured` (user ids and click histories, no free text) and `free-text`
 (queries across the demo's scenes). Every level sends the same bodies in the same order after a
 warm-up; latencies are per request, throughput is requests over wall time.
+
+Also the API fuzzer (`llmrec bench fuzz`, and a CI-sized run in tests/deployments/test_serve_http.py):
+schemathesis against the app's own /openapi.json with every check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -150,3 +162,86 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         if mode == "http" and "http_hop_p50_ms" in http:
             lines.append(f"- {mix}, concurrency {concurrency}: http {http['http_hop_p50_ms']}, ranker {http['ranker_hop_p50_ms']}")
     return "\n".join(lines)
+
+
+# ---- API fuzzing -------------------------------------------------------------------------------------
+
+# Statuses a request that is valid by the JSON Schema may still get (schemathesis' positive_data_acceptance
+# check), each for a rule JSON Schema does not express: 400 `k` above the configured max_k, a duplicate
+# item id in one batch; 404 unknown users, items and scenes; 413 a body over server.max_body_bytes; 422
+# cross-field rules (an empty request, a rating without a value, range min above max) and strings that
+# are blank once stripped; 503 a stage over its deadline on a busy machine.
+POSITIVE_STATUSES = ["2xx", "400", "401", "403", "404", "413", "422", "503"]
+FUZZ_PHASES = "examples,coverage,fuzzing,stateful"
+
+
+def fuzz_config(path: Path) -> Path:
+    path.write_text(
+        "# written by llmrec.bench.serve.fuzz\n"
+        "[checks.positive_data_acceptance]\n"
+        f"expected-statuses = {json.dumps(POSITIVE_STATUSES)}\n"
+    )
+    return path
+
+
+def schemathesis_command() -> list[str]:
+    exe = shutil.which("schemathesis", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if exe is None:
+        raise FileNotFoundError("schemathesis is not installed: pip install -e '.[dev]' (it is in the dev extra)")
+    return [exe]
+
+
+def fuzz(url: str, cases: int = 150, key: str | None = None, seed: int = 0, workers: int = 2, phases: str = FUZZ_PHASES, report_dir: Path | None = None, timeout_s: float = 1800) -> dict[str, Any]:
+    """Fuzz a running app with schemathesis from its /openapi.json, all checks; `cases` is spread over
+    the operations (at least 2 each per phase that generates). Returns the exit code, the counts of the
+    run's JSON report and the console output. `key` (the admin key opens every route) goes on every
+    request; schemathesis still sends requests without it or with a wrong one (the ignored_auth check)."""
+    schema_url = url.rstrip("/") + "/openapi.json"
+    with urllib.request.urlopen(schema_url, timeout=60) as response:
+        document = json.load(response)
+    operations = sum(1 for methods in document["paths"].values() for m in methods if m in {"get", "put", "post", "delete", "patch"})
+    per_operation = max(2, math.ceil(cases / max(operations, 1)))
+    with tempfile.TemporaryDirectory(prefix="llmrec-fuzz-") as tmp:
+        work = Path(tmp)
+        reports = Path(report_dir) if report_dir else work / "report"
+        command = [
+            *schemathesis_command(), "--no-color", "--config-file", str(fuzz_config(work / "schemathesis.toml")), "run", schema_url,
+            "--checks", "all", "--phases", phases, "--max-examples", str(per_operation), "--seed", str(seed), "--workers", str(workers),
+            "--request-timeout", "60", "--report", "json,junit", "--report-dir", str(reports), "--suppress-health-check", "too_slow,filter_too_much",
+        ]
+        if key:
+            command += ["--header", f"Authorization: Bearer {key}"]
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=timeout_s)
+        seconds = time.perf_counter() - started
+        summary = _fuzz_summary(reports)
+        if report_dir is None:
+            summary.pop("report_file", None)  # in the temporary directory, gone with it
+    output = done.stdout + done.stderr
+    if key:
+        output = output.replace(key, "***")
+    if report_dir is None:  # schemathesis names report files in the temporary directory, gone by now
+        output = "\n".join(line for line in output.splitlines() if not line.startswith(("Reports:", "  - JUnit:", "  - JSON:")))
+    return {"returncode": done.returncode, "operations": operations, "max_examples_per_operation": per_operation, "seconds": round(seconds, 1), **summary, "output": output}
+
+
+def _fuzz_summary(reports: Path) -> dict[str, Any]:
+    """Counts from schemathesis' JSON run report: test cases, failures, errors and the warnings it raised."""
+    found = sorted(reports.glob("*.json")) if reports.is_dir() else []
+    if not found:
+        return {"failures": None, "errors": None}
+    report = json.loads(found[-1].read_text())
+    warnings = {name: where for name, where in (report.get("warnings") or {}).items() if where}
+    return {
+        "test_cases": report.get("test_cases", {}), "failures": len(report.get("failures") or []), "errors": len(report.get("errors") or []),
+        "warnings": warnings, "report_file": str(found[-1]),
+    }
+
+
+def format_fuzz(result: dict[str, Any]) -> str:
+    cases = result.get("test_cases") or {}
+    verdict = "no failures" if result["returncode"] == 0 else f"FAILED (schemathesis exit code {result['returncode']})"
+    return (
+        f"{result['output'].rstrip()}\n\nllmrec bench fuzz: {verdict}; {cases.get('generated', '?')} test cases over {result['operations']} operations "
+        f"(max {result['max_examples_per_operation']} examples each per phase), {result['failures']} failures, {result['errors']} errors, {result['seconds']} s"
+    )

@@ -23,13 +23,17 @@ T = TypeVar("T")
 
 # stage name, seconds, outcome ("ok", "rejected", "timeout", "error"): metrics hook for the caller
 Observer = Callable[[str, float, str], None]
+# Whether a failed stage call may be sent again: under Serve, a replica (or its node) that died; the
+# stage calls are reads, so a second try on another replica cannot apply anything twice.
+Retryable = Callable[[BaseException], bool]
 
 
 class RequestClock:
     """The deadline, stage timings and degradations of one request (or of its part in one stage)."""
 
-    def __init__(self, deadline: DeadlineConfig, observe: Observer | None = None, total_s: float | None = None) -> None:
+    def __init__(self, deadline: DeadlineConfig, observe: Observer | None = None, total_s: float | None = None, retryable: Retryable | None = None) -> None:
         self.deadline = deadline
+        self.retryable = retryable
         self.total_s = deadline.total_ms / 1000 if total_s is None else total_s
         self.observe = observe
         self.started = time.perf_counter()
@@ -51,7 +55,14 @@ class RequestClock:
         try:
             if budget <= 0:
                 raise TimeoutError
-            return await asyncio.wait_for(call(), budget)
+            try:
+                return await asyncio.wait_for(call(), budget)
+            except Exception as error:
+                left = budget - (time.perf_counter() - start)
+                if self.retryable is None or not self.retryable(error) or left <= 0:
+                    raise
+                log.warning("stage %s: %s; trying once more on another replica", name, type(error).__name__)
+                return await asyncio.wait_for(call(), left)
         except RequestError:
             outcome = "rejected"
             raise

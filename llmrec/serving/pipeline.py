@@ -18,7 +18,7 @@ from typing import Any
 from llmrec.config import PipelineConfig
 from llmrec.errors import RequestError
 from llmrec.intent.schema import Intent, fallback_intent
-from llmrec.serving.budget import Observer, RequestClock
+from llmrec.serving.budget import Observer, RequestClock, Retryable
 from llmrec.serving.schemas import RecommendRequest, RecommendResponse
 
 # A DeploymentHandle of the stage's deployment, or a LocalHandle over the stage object.
@@ -26,10 +26,13 @@ Handle = Any
 
 
 class Pipeline:
-    def __init__(self, intent: Handle, encoder: Handle, ranker: Handle, config: PipelineConfig, observe: Observer | None = None) -> None:
+    def __init__(
+        self, intent: Handle, encoder: Handle, ranker: Handle, config: PipelineConfig, observe: Observer | None = None, retryable: Retryable | None = None
+    ) -> None:
         self.intent, self.encoder, self.ranker = intent, encoder, ranker
         self.config = config
         self.observe = observe
+        self.retryable = retryable
 
     def check_k(self, k: int | None) -> int:
         k = k or self.config.default_k
@@ -39,12 +42,12 @@ class Pipeline:
 
     async def parse_intent(self, text: str) -> Intent:
         """The intent alone (POST /v1/intent), under the same budget and fallback as in a recommendation."""
-        run = RequestClock(self.config.deadline, self.observe)
+        run = RequestClock(self.config.deadline, self.observe, retryable=self.retryable)
         return await run.stage("intent", lambda: self.intent.parse.remote(text), lambda: fallback_intent(text), "used the raw text")
 
     async def recommend(self, request: RecommendRequest, request_id: str | None = None) -> RecommendResponse:
         request = request.model_copy(update={"k": self.check_k(request.k)})
-        run = RequestClock(self.config.deadline, self.observe)
+        run = RequestClock(self.config.deadline, self.observe, retryable=self.retryable)
         query = request.query
         context = None
         if query:

@@ -1,8 +1,12 @@
-"""The Serve app over real HTTP on a local Ray: recommendations, writes, bad input, restarts."""
+"""The Serve app over real HTTP on a local Ray: recommendations, writes, keys, bad input, the OpenAPI
+document (and a fuzz run against it), load shedding, restarts."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +15,9 @@ import pytest
 from conftest import TEST_API_KEY
 
 ADMIN = {"Authorization": f"Bearer {TEST_API_KEY}"}
+CLIENT_KEYS = ["e2e-client-key-old", "e2e-client-key-new"]  # two at once, as during a rotation
+CLIENT = {"Authorization": f"Bearer {CLIENT_KEYS[0]}"}
+NO_KEY = {"Authorization": ""}
 KIDS = {"Animation", "Children's"}
 
 
@@ -24,22 +31,30 @@ def _free_port() -> int:
 def app_config(demo_catalog, tmp_path_factory):
     from deployments.local import LOCAL_SERVE_CONFIG, serve_config
 
-    store = tmp_path_factory.mktemp("serve-state") / "demo.sqlite"
-    return serve_config(LOCAL_SERVE_CONFIG, _free_port(), "local", [f"store.url=sqlite:///{store}"])
+    state = tmp_path_factory.mktemp("serve-state")
+    keys = state / "client-keys"
+    keys.write_text("# client keys, one per line\n" + "\n".join(CLIENT_KEYS) + "\n")
+    overrides = [f"store.url=sqlite:///{state / 'demo.sqlite'}", f"server.client_keys_file={keys}"]
+    return serve_config(LOCAL_SERVE_CONFIG, _free_port(), "local", overrides)
 
 
 @pytest.fixture(scope="module")
 def server(local_ray, app_config):
-    """The app deployed from the local Serve config (index cache shared with the other tests)."""
+    """The app deployed from the local Serve config (index cache shared with the other tests); the
+    client sends a client key unless a call says otherwise."""
     from ray import serve
 
     from deployments.local import start
 
     start(app_config, timeout_s=900)
     port = app_config["http_options"]["port"]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=CLIENT) as client:
         yield client
     serve.shutdown()
+
+
+def is_error_body(response: httpx.Response) -> bool:
+    return response.headers["content-type"].startswith("application/json") and set(response.json()) == {"error", "request_id"}
 
 
 def recommend(server: httpx.Client, **body) -> dict:
@@ -49,8 +64,8 @@ def recommend(server: httpx.Client, **body) -> dict:
 
 
 def test_health_readiness_and_openapi_docs(server):
-    assert server.get("/healthz").json() == {"status": "ok"}
-    assert server.get("/readyz").json() == {"ready": True, "waiting_for": []}
+    assert server.get("/healthz", headers=NO_KEY).json() == {"status": "ok"}  # health stays open
+    assert server.get("/readyz", headers=NO_KEY).json() == {"ready": True, "waiting_for": []}
     paths = server.get("/openapi.json").json()["paths"]
     assert {"/v1/recommend", "/v1/intent", "/v1/items", "/v1/items/{item_id}", "/v1/events", "/v1/scenes"} <= set(paths)
     assert server.get("/docs").status_code == 200
@@ -111,20 +126,74 @@ def test_events_change_the_users_next_answer(server):
         ("post", "/v1/recommend", {"json": {"query": "a novel", "scene": "books"}}, 404, "unknown scene 'books'"),
         ("post", "/v1/recommend", {"json": {"query": "jazz", "k": 100000}}, 400, "above the maximum"),
         ("post", "/v1/recommend", {"json": {"query": "x" * 1_200_000}}, 413, "request body over"),
-        ("put", "/v1/items", {"json": {"item_id": "a", "scene": "movie", "title": "A"}}, 401, "Authorization: Bearer"),
+        ("put", "/v1/items", {"json": {"item_id": "a", "scene": "movie", "title": "A"}, "headers": NO_KEY}, 401, "Authorization: Bearer"),
+        ("put", "/v1/items", {"json": {"item_id": "a", "scene": "movie", "title": "A"}}, 403, "item writes need the admin API key"),
         ("put", "/v1/items", {"json": {"item_id": "a", "scene": "movie", "title": "A"}, "headers": {"Authorization": "Bearer wrong"}}, 401, "API key is wrong"),
         ("put", "/v1/items", {"json": {"item_id": "a", "scene": "books", "title": "A"}, "headers": ADMIN}, 404, "unknown scene"),
         ("put", "/v1/items", {"json": {"items": [{"item_id": "a"}]}, "headers": ADMIN}, 422, "items.0.scene"),
         ("delete", "/v1/items/no-such-item", {"headers": ADMIN}, 404, "unknown item ids"),
-        ("delete", "/v1/items/no-such-item", {}, 401, "Authorization"),
+        ("delete", "/v1/items/no-such-item", {"headers": NO_KEY}, 401, "Authorization"),
+        ("delete", "/v1/items/no-such-item", {}, 403, "item writes need the admin API key"),
+        ("post", "/v1/recommend", {"content": b'{"query": "caf\xe9"}', "headers": {"Content-Type": "application/json"}}, 422, "not valid JSON"),
+        ("post", "/v1/recommend", {"content": b'{"query": "jazz"}', "headers": {"Content-Type": "text/plain"}}, 415, "Content-Type: application/json"),
+        ("post", "/v1/recommend", {"json": {"query": "jazz", "k": "5"}}, 422, "body.k: Input should be a valid integer"),
+        ("get", "/v1/no-such-route", {}, 404, "no route GET /v1/no-such-route"),
+        ("delete", "/v1/scenes", {}, 405, "DELETE is not allowed on /v1/scenes; allowed: GET"),
         ("post", "/v1/events", {"json": {"user_id": "1", "item_id": "No Such Movie (1901)"}}, 404, "unknown item ids"),
         ("post", "/v1/events", {"json": {"user_id": "1", "item_id": "Jaws (1975)", "kind": "rating"}}, 422, "needs a value"),
     ],
 )
 def test_bad_input_gets_a_4xx_that_says_what_to_fix(server, method, path, kwargs, status, message):
-    response = getattr(server, method)(path, **kwargs)
+    kwargs = dict(kwargs)
+    response = getattr(server, method)(path, headers={"X-Request-ID": "bad-1", **kwargs.pop("headers", {})}, **kwargs)
     assert response.status_code == status, response.text
-    assert message in response.json()["error"]
+    assert is_error_body(response) and message in response.json()["error"]
+    assert response.json()["request_id"] == response.headers["x-request-id"] == "bad-1"
+
+
+CLIENT_ROUTES = [
+    ("post", "/v1/recommend", {"json": {"query": "jazz", "k": 2}}),
+    ("post", "/v1/intent", {"json": {"query": "jazz"}}),
+    ("post", "/v1/events", {"json": {"user_id": "e2e-key-user", "item_id": "Jaws (1975)", "kind": "click"}}),
+    ("get", "/v1/scenes", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), CLIENT_ROUTES)
+def test_client_routes_need_a_client_key_or_the_admin_key(server, method, path, kwargs):
+    call = getattr(server, method)
+    for headers in (NO_KEY, {"Authorization": "Bearer not-a-key"}, {"Authorization": f"Basic {CLIENT_KEYS[0]}"}):
+        refused = call(path, headers=headers, **kwargs)
+        assert refused.status_code == 401 and is_error_body(refused), refused.text
+        assert refused.headers["www-authenticate"] == "Bearer" and "e2e-client-key" not in refused.text
+    for key in (*CLIENT_KEYS, TEST_API_KEY):
+        assert call(path, headers={"Authorization": f"Bearer {key}"}, **kwargs).status_code == 200, key
+
+
+def test_every_error_status_of_every_route_is_documented_with_the_error_schema(server):
+    document = server.get("/openapi.json").json()
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    assert set(document["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "request_id"}
+    expected = {
+        ("post", "/v1/recommend"): {"400", "401", "404", "413", "415", "422", "503"},
+        ("post", "/v1/intent"): {"401", "413", "415", "422", "503"},
+        ("put", "/v1/items"): {"400", "401", "403", "404", "413", "415", "422", "503"},
+        ("delete", "/v1/items/{item_id}"): {"401", "403", "404", "422", "503"},
+        ("post", "/v1/events"): {"400", "401", "404", "413", "415", "422", "503"},
+        ("get", "/v1/scenes"): {"401", "503"},
+    }
+    for (method, path), statuses in expected.items():
+        operation = document["paths"][path][method]
+        assert {s for s in operation["responses"] if s != "200"} == statuses, (method, path)
+        for status in statuses:
+            assert operation["responses"][status]["content"]["application/json"]["schema"] == error_ref, (method, path, status)
+        assert operation["responses"]["503"]["headers"]["Retry-After"]["required"] is True
+        assert operation["security"] == ([{"AdminKey": []}] if path.startswith("/v1/items") else [{"ClientKey": []}]), (method, path)
+    for path in ("/healthz", "/readyz"):
+        assert "security" not in document["paths"][path]["get"]
+    body = document["paths"]["/v1/items"]["put"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"anyOf": [{"$ref": "#/components/schemas/ItemIn"}, {"$ref": "#/components/schemas/ItemBatch"}]}
+    assert {"RecommendRequest", "ItemIn", "ItemBatch", "EventIn", "EventBatch", "IntentRequest", "Filters"} <= set(document["components"]["schemas"])
 
 
 def test_concurrent_writes_and_reads_lose_nothing(server, app_config):
@@ -150,6 +219,71 @@ def test_concurrent_writes_and_reads_lose_nothing(server, app_config):
     store_url = next(o for o in app_config["applications"][0]["args"]["overrides"] if o.startswith("store.url="))
     events = Store.open(store_url.removeprefix("store.url=")).events()
     assert sum(e.user_id == user for e in events) == 12
+
+
+def test_overload_is_refused_at_once_with_503_and_retry_after(server):
+    """The real Ingress as a second app over one slow stage (1 running + 1 queued). A call while the stage's
+    queue is full is the Ingress's 503, in the API's format; a burst over the Ingress's own queue is the
+    proxy's 503, plain text. Both come at once, with Retry-After, instead of waiting behind the slow stage."""
+    from ray import serve
+
+    from deployments.ingress import Ingress
+    from llmrec.config import load_config
+
+    @serve.deployment(max_ongoing_requests=1, max_queued_requests=1, ray_actor_options={"num_cpus": 0})
+    class SlowStage:
+        async def scenes(self) -> list:
+            await asyncio.sleep(4)
+            return []
+
+    stage = SlowStage.bind()
+    ingress = Ingress.options(num_replicas=1, max_ongoing_requests=4, max_queued_requests=1, backpressure_config={"retry_after_s": 2}, ray_actor_options={"num_cpus": 0})
+    serve.run(ingress.bind(load_config("local"), stage, stage, stage), name="shed", route_prefix="/shed")
+
+    async def calls(label: str, delays: list[float]) -> list[tuple[httpx.Response, float]]:
+        async with httpx.AsyncClient(base_url=str(server.base_url), timeout=30) as client:
+
+            async def one(n: int, delay: float) -> tuple[httpx.Response, float]:
+                await asyncio.sleep(delay)
+                started = time.perf_counter()
+                response = await client.get("/shed/v1/scenes", headers={"X-Request-ID": f"{label}-{n}"})
+                return response, time.perf_counter() - started
+
+            return await asyncio.gather(*(one(n, d) for n, d in enumerate(delays)))
+
+    def seen(answers: list[tuple[httpx.Response, float]]) -> str:
+        return "\n".join(str((r.status_code, round(t, 2), r.headers.get("content-type"), r.headers.get("retry-after"), r.text[:60])) for r, t in answers)
+
+    try:
+        assert server.get("/shed/v1/scenes").json() == []  # warm: the proxy and the Ingress know their replicas
+        # One after another: the first runs, the second waits in the stage's queue, the rest find it full.
+        spaced = asyncio.run(calls("spaced", [0.0, 0.5, 1.0, 1.5]))
+        # All at once: the proxy's own queue for the Ingress (1) fills before the Ingress takes any.
+        burst = asyncio.run(calls("burst", [0.0] * 10))
+    finally:
+        serve.delete("shed")
+    assert [r.status_code for r, _ in spaced] == [200, 200, 503, 503], seen(spaced)
+    for response, seconds in spaced[2:]:
+        assert seconds < 1.0 and is_error_body(response) and "the ranker stage is overloaded" in response.json()["error"], seen(spaced)
+        assert response.headers["retry-after"] == "1" and response.json()["request_id"] == response.headers["x-request-id"]
+    proxy = [(r, t) for r, t in burst if r.status_code == 503 and r.headers["content-type"].startswith("text/plain")]
+    assert proxy and {r.status_code for r, _ in burst} <= {200, 503}, seen(burst)
+    for response, seconds in proxy:
+        assert seconds < 1.0 and "Request dropped due to backpressure" in response.text and response.headers["retry-after"] == "2", seen(burst)
+        assert response.headers["x-request-id"].startswith("burst-")
+
+
+FUZZ_CASES = int(os.environ.get("LLMREC_FUZZ_CASES", "150"))  # a bigger run: LLMREC_FUZZ_CASES=2000, or `llmrec bench fuzz --cases 2000`
+
+
+def test_the_openapi_document_survives_a_fuzzer_with_every_check(server):
+    """schemathesis from /openapi.json: server errors, status codes, content types, headers and response
+    schemas as documented, schema-invalid input rejected, valid input accepted, auth not ignored."""
+    from llmrec.bench.serve import fuzz
+
+    result = fuzz(str(server.base_url), cases=FUZZ_CASES, key=TEST_API_KEY, seed=0)
+    assert result["returncode"] == 0 and result["failures"] == 0 and result["errors"] == 0, result["output"][-10_000:]
+    assert result["test_cases"]["generated"] >= FUZZ_CASES, result["test_cases"]
 
 
 def test_acknowledged_writes_survive_an_app_restart(server, app_config):

@@ -117,3 +117,42 @@ def test_each_answer_names_its_stages_and_costs_at_most_three_calls(demo):
 def test_client_errors_pass_through_unchanged(demo):
     with pytest.raises(NotFoundError, match="history refers to unknown item ids"):
         run(demo, RecommendRequest(history=["No Such Movie (1901)"]))
+
+
+class ReplicaDied(RuntimeError):
+    """Stands for the error a handle call raises when its replica (or node) died."""
+
+
+class DiesOnce:
+    """A real stage object whose `name` method fails once, as a call to a replica that just died."""
+
+    def __init__(self, target, name: str) -> None:
+        self.target, self.name, self.failed = target, name, False
+
+    def __getattr__(self, attribute: str):
+        method = getattr(self.target, attribute)
+        if attribute != self.name or self.failed:
+            return method
+
+        def dies(*args, **kwargs):
+            self.failed = True
+            raise ReplicaDied("the replica died")
+
+        return dies
+
+
+@pytest.mark.parametrize("stage", ["embed", "recommend"])
+def test_a_call_to_a_replica_that_died_is_retried_once_within_the_budget(demo, stage):
+    encoder = DiesOnce(demo.encoder, stage) if stage == "embed" else demo.encoder
+    ranker = DiesOnce(demo.ranker, stage) if stage == "recommend" else demo.ranker
+    retrying = Pipeline(LocalHandle(demo.intent), LocalHandle(encoder), LocalHandle(ranker), demo.config, retryable=lambda e: isinstance(e, ReplicaDied))
+    response = asyncio.run(retrying.recommend(RecommendRequest(query="a funny animated movie", k=5)))
+    assert len(response.items) == 5 and response.degraded == [] and (encoder if stage == "embed" else ranker).failed
+
+
+def test_without_a_retry_rule_a_dead_replica_degrades_or_fails_the_request(demo):
+    pipeline = Pipeline(LocalHandle(demo.intent), LocalHandle(DiesOnce(demo.encoder, "embed")), LocalHandle(demo.ranker), demo.config)
+    response = asyncio.run(pipeline.recommend(RecommendRequest(scene="movie", query="a funny animated movie", k=5)))
+    assert response.degraded[0].startswith("encode: failed (ReplicaDied")
+    with pytest.raises(UnavailableError, match="the ranker stage failed"):
+        asyncio.run(Pipeline(LocalHandle(demo.intent), LocalHandle(demo.encoder), LocalHandle(DiesOnce(demo.ranker, "recommend")), demo.config).recommend(RecommendRequest(query="jazz", k=5)))
