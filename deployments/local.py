@@ -83,6 +83,16 @@ def start(config: dict[str, Any], timeout_s: float = 1800) -> None:
     wait_until_ready(schema.http_options.port, max(60.0, timeout_s - (time.monotonic() - started)))
 
 
+def replica_counts() -> dict[str, int]:
+    """Running replicas of each deployment of the app (the overload benchmark samples it)."""
+    from ray import serve
+
+    app = serve.status().applications.get(APP_NAME)
+    if app is None:
+        return {}
+    return {name: sum(n for state, n in d.replica_states.items() if str(state).endswith("RUNNING")) for name, d in app.deployments.items()}
+
+
 def stop() -> None:
     import ray
     from ray import serve

@@ -187,6 +187,31 @@ def cmd_bench_serve(args: argparse.Namespace) -> None:
     _emit(args, {"levels": levels, "requests_per_level": args.requests, "rows": rows}, loadtest.format_rows(rows))
 
 
+def cmd_bench_overload(args: argparse.Namespace) -> None:
+    import os
+
+    from llmrec.bench import overload
+    from llmrec.data.catalog import load_catalog
+
+    users = sorted(load_catalog(_config(args).catalog).interactions["user_id"].unique())[:500]
+    key = args.key or os.environ.get("LLMREC_API_KEY")
+
+    def run(url: str, replicas: overload.Replicas | None) -> dict[str, Any]:
+        return overload.overload(url, users, args.factor, args.seconds, args.settle, key, replicas)
+
+    if args.url:
+        result = run(args.url, None)
+    else:
+        from deployments.local import LOCAL_SERVE_CONFIG, replica_counts, serve_config, start, stop
+
+        start(serve_config(LOCAL_SERVE_CONFIG, args.port, args.config, args.set or []))
+        try:
+            result = run(f"http://127.0.0.1:{args.port}", replica_counts)
+        finally:
+            stop()
+    _emit(args, result, overload.format_result(result))
+
+
 def cmd_bench_fuzz(args: argparse.Namespace) -> None:
     import os
 
@@ -341,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixes", default="structured,free-text")
     p.add_argument("--warmup", type=int, default=10)
     p.set_defaults(func=cmd_bench_serve)
+    p = bench.add_parser("overload", parents=[common], help="drive the HTTP app at several times its capacity: accepted, shed and failed, and the replicas")
+    p.add_argument("--url", help="an already running app (no replica timeline then); default: start the local Serve app, then stop it")
+    p.add_argument("--key", help="a key sent on every request (default: $LLMREC_API_KEY)")
+    p.add_argument("--port", type=int, default=8000, help="port of the local app (without --url)")
+    p.add_argument("--factor", type=float, default=5.0, help="offered load as a multiple of the measured capacity")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long the overload lasts")
+    p.add_argument("--settle", type=float, default=90.0, help="seconds watched after the load stops (replicas scaling down)")
+    p.set_defaults(func=cmd_bench_overload)
     p = bench.add_parser("fuzz", parents=[common], help="fuzz the HTTP API from its OpenAPI document (schemathesis, every check); exit 1 on any failure")
     p.add_argument("--url", help="an already running app with client keys configured (default: start the local Serve app, then stop it)")
     p.add_argument("--key", help="the admin key of --url, sent on every request (default: $LLMREC_API_KEY)")
