@@ -35,6 +35,7 @@ async def _open_loop(url: str, bodies: list[dict[str, Any]], rate: float, second
 
     outcomes: dict[str, list[float]] = {"accepted": [], "shed": [], "failed": []}
     retry_after: list[str] = []
+    failures: dict[str, int] = {}
 
     async def one(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -43,9 +44,12 @@ async def _open_loop(url: str, bodies: list[dict[str, Any]], rate: float, second
             status = response.status_code
             if status == 503:
                 retry_after.append(response.headers.get("retry-after", ""))
-        except httpx.HTTPError:
+        except httpx.HTTPError as error:
             status = 0
+            failures[type(error).__name__] = failures.get(type(error).__name__, 0) + 1
         kind = "accepted" if status == 200 else "shed" if status == 503 else "failed"
+        if kind == "failed" and status:
+            failures[str(status)] = failures.get(str(status), 0) + 1
         outcomes[kind].append(time.perf_counter() - started)
 
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
@@ -66,6 +70,7 @@ async def _open_loop(url: str, bodies: list[dict[str, Any]], rate: float, second
         "shed_latency": _percentiles(outcomes["shed"]),
         "failed_latency": _percentiles(outcomes["failed"]),
         "shed_with_retry_after": sum(bool(v) for v in retry_after),
+        "failures": failures,
     }
 
 
@@ -114,7 +119,7 @@ def format_result(result: dict[str, Any]) -> str:
         f"({result['factor']}x) for {result['seconds']:.0f} s: {result['sent']} sent",
         f"accepted {result['accepted']} (p50 {acc['p50_ms']} ms, p99 {acc['p99_ms']} ms, max {acc['max_ms']} ms)",
         f"shed     {result['shed']} with 503 (p50 {shed['p50_ms']} ms, p99 {shed['p99_ms']} ms; {result['shed_with_retry_after']} with Retry-After)",
-        f"failed   {result['failed']} (other statuses or no answer)",
+        f"failed   {result['failed']} (other statuses or no answer: {result['failures'] or 'none'})",
     ]
     if result["replicas"]:
         names = sorted({k for row in result["replicas"] for k in row if k not in ("t_s", "phase")})
