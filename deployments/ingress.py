@@ -12,8 +12,6 @@ from typing import Annotated, Any, TypeVar
 from fastapi import FastAPI, Path, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -32,22 +30,30 @@ from llmrec.serving.http import (
     OverloadedError,
     RequestIdMiddleware,
     bearer_scheme,
+    document_body_models,
     error_responses,
     install_error_handlers,
+    json_body,
     read_json,
     request_id_of,
+    schema_ref,
     validate_batch,
     validate_body,
 )
 from llmrec.serving.pipeline import Pipeline
 from llmrec.serving.schemas import (
+    Deleted,
     EventBatch,
     EventIn,
+    Health,
     IntentRequest,
     ItemBatch,
     ItemIn,
+    Readiness,
     RecommendRequest,
     RecommendResponse,
+    Stored,
+    Upserted,
 )
 
 log = logging.getLogger("ray.serve")
@@ -77,52 +83,8 @@ ClientKey = Annotated[
 AdminOnly = Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme("AdminKey", "The admin API key (LLMREC_API_KEY)."))]
 
 # Request bodies are parsed by the routes (JSON only, strict types, one object or a batch), so their
-# schemas are declared here for the OpenAPI document rather than taken from the signatures.
-BODY_MODELS = [RecommendRequest, IntentRequest, ItemIn, ItemBatch, EventIn, EventBatch]
-_REF = "#/components/schemas/{model}"
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": _REF.format(model=model.__name__)}
-
-
-def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "description": description, "content": {"application/json": {"schema": schema}}}}
-
-
-def openapi() -> dict[str, Any]:
-    """FastAPI's document, plus the schemas of the bodies the routes parse themselves."""
-    if api.openapi_schema is None:
-        document = FastAPI.openapi(api)
-        _, definitions = models_json_schema([(m, "validation") for m in BODY_MODELS], ref_template=_REF)
-        schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        for name, schema in definitions.get("$defs", {}).items():
-            schemas.setdefault(name, schema)
-    return api.openapi_schema
-
-
-api.openapi = openapi  # type: ignore[method-assign]
-
-
-class Upserted(BaseModel):
-    upserted: list[str]
-
-
-class Deleted(BaseModel):
-    deleted: list[str]
-
-
-class Stored(BaseModel):
-    stored: int
-
-
-class Health(BaseModel):
-    status: str
-
-
-class Readiness(BaseModel):
-    ready: bool
-    waiting_for: list[str]
+# schemas are added to the OpenAPI document rather than taken from the signatures.
+document_body_models(api, [RecommendRequest, IntentRequest, ItemIn, ItemBatch, EventIn, EventBatch])
 
 
 BODY_ERRORS = (413, 415, 422)  # every route with a body; the rest per route
@@ -172,7 +134,7 @@ class Ingress:
         "/v1/recommend",
         response_model=RecommendResponse,
         responses=error_responses(400, 401, 404, *BODY_ERRORS, 503),
-        openapi_extra=json_body(_ref(RecommendRequest), "Who is asking, for what, where and how many."),
+        openapi_extra=json_body(schema_ref(RecommendRequest), "Who is asking, for what, where and how many."),
     )
     async def recommend(self, request: Request, key: ClientKey = None) -> Response:
         self.clients.check(key)
@@ -185,7 +147,7 @@ class Ingress:
         "/v1/intent",
         response_model=Intent,
         responses=error_responses(401, *BODY_ERRORS, 503),
-        openapi_extra=json_body(_ref(IntentRequest), "The free text to parse."),
+        openapi_extra=json_body(schema_ref(IntentRequest), "The free text to parse."),
     )
     async def intent(self, request: Request, key: ClientKey = None) -> Intent:
         self.clients.check(key)
@@ -197,7 +159,7 @@ class Ingress:
         summary="Add or replace items (admin): one item object, or {\"items\": [...]}",
         response_model=Upserted,
         responses=error_responses(400, 401, 403, 404, *BODY_ERRORS, 503),
-        openapi_extra=json_body({"anyOf": [_ref(ItemIn), _ref(ItemBatch)]}, "One item, or `{\"items\": [...]}` (up to 1,000)."),
+        openapi_extra=json_body({"anyOf": [schema_ref(ItemIn), schema_ref(ItemBatch)]}, "One item, or `{\"items\": [...]}` (up to 1,000)."),
     )
     async def put_items(self, request: Request, key: AdminOnly = None) -> Upserted:
         self.admin.check(key, self.clients)
@@ -217,7 +179,7 @@ class Ingress:
         summary="Record feedback: one event object, or {\"events\": [...]}",
         response_model=Stored,
         responses=error_responses(400, 401, 404, *BODY_ERRORS, 503),
-        openapi_extra=json_body({"anyOf": [_ref(EventIn), _ref(EventBatch)]}, "One event, or `{\"events\": [...]}` (up to 1,000)."),
+        openapi_extra=json_body({"anyOf": [schema_ref(EventIn), schema_ref(EventBatch)]}, "One event, or `{\"events\": [...]}` (up to 1,000)."),
     )
     async def events(self, request: Request, key: ClientKey = None) -> Stored:
         self.clients.check(key)

@@ -105,13 +105,6 @@ def compile_filters(filters: Filters) -> Callable[[dict[str, Any]], bool] | None
     return matches
 
 
-def item_matches(attributes: dict[str, Any], filters: Filters) -> bool:
-    """True when the item satisfies every attribute and range constraint (compile once with
-    `compile_filters` to test many items)."""
-    matches = compile_filters(filters)
-    return matches is None or matches(attributes)
-
-
 def allow_filter(items: dict[str, ItemRecord], excluded: Iterable[str], filters: Filters) -> Callable[[str], bool]:
     """A predicate over item ids: not excluded, known, and matching the filters (compiled once, here)."""
     excluded = set(excluded)

@@ -330,26 +330,38 @@ class PostgresStore(Store):
         if not rows:
             return 0
         with self._lock:
-            for attempt in (1, 2):
-                sent = False
+            try:
+                return self._write_once(sql, rows)
+            except _NotSent:  # lost before the rows went out (a server restart shows on first use): once more
                 try:
-                    with self._connection().transaction():
-                        # Writers in sequence order: a follower that read up to seq N never sees N-1 commit later.
-                        self._db.execute(f"LOCK TABLE {sql.split()[2]} IN SHARE ROW EXCLUSIVE MODE")  # INSERT INTO <table>
-                        sent = True
-                        with self._db.cursor() as cursor:
-                            cursor.executemany(sql.replace("?", "%s") + " RETURNING seq", rows, returning=True)
-                            last = 0
-                            while True:
-                                last = max(last, cursor.fetchone()[0])
-                                if not cursor.nextset():
-                                    break
-                    return int(last)
-                except self._psycopg.OperationalError as error:
-                    # Lost before the rows went out (a server restart shows on first use): once more on a new
-                    # connection. Lost after: whether it committed is unknown, so not acknowledged; the client retries.
-                    if sent or attempt == 2 or not (self._db.closed or self._db.broken):
-                        raise UnavailableError(
-                            f"the store at {redact_url(self.url)!r} dropped the connection during a write; nothing was acknowledged, try again"
-                        ) from error
-        raise AssertionError("unreachable")
+                    return self._write_once(sql, rows)
+                except _NotSent as error:
+                    raise self._unacknowledged() from error.__cause__
+            except self._psycopg.OperationalError as error:  # lost after: whether it committed is unknown
+                raise self._unacknowledged() from error
+
+    def _write_once(self, sql: str, rows: list[tuple]) -> int:
+        sent = False
+        try:
+            with self._connection().transaction():
+                # Writers in sequence order: a follower that read up to seq N never sees N-1 commit later.
+                self._db.execute(f"LOCK TABLE {sql.split()[2]} IN SHARE ROW EXCLUSIVE MODE")  # INSERT INTO <table>
+                sent = True
+                with self._db.cursor() as cursor:
+                    cursor.executemany(sql.replace("?", "%s") + " RETURNING seq", rows, returning=True)
+                    last = 0
+                    while True:
+                        last = max(last, cursor.fetchone()[0])
+                        if not cursor.nextset():
+                            return int(last)
+        except self._psycopg.OperationalError as error:
+            if not sent and (self._db.closed or self._db.broken):
+                raise _NotSent from error
+            raise
+
+    def _unacknowledged(self) -> UnavailableError:
+        return UnavailableError(f"the store at {redact_url(self.url)!r} dropped the connection during a write; nothing was acknowledged, try again")
+
+
+class _NotSent(Exception):
+    """A write whose connection was gone before any row was sent: safe to send again."""

@@ -283,3 +283,27 @@ class RecommendResponse(BaseModel):
     timings_ms: dict[str, float]
     model_versions: dict[str, str]
     request_id: str | None = None
+
+
+# ---- what the write and health routes answer ----
+
+
+class Upserted(BaseModel):
+    upserted: list[str]
+
+
+class Deleted(BaseModel):
+    deleted: list[str]
+
+
+class Stored(BaseModel):
+    stored: int
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    waiting_for: list[str]

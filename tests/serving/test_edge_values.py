@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from llmrec.data.items import item_matches
+from llmrec.data.items import compile_filters
 from llmrec.data.store import EventRecord, SQLiteStore
 from llmrec.errors import describe_validation_error
 from llmrec.serving.http import install_error_handlers
@@ -95,8 +95,8 @@ def test_non_finite_range_bounds_are_rejected_instead_of_turning_the_filter_off(
 
 
 def test_finite_range_bounds_still_filter():
-    assert not item_matches({"year": 1995}, Filters(ranges={"year": {"max": 1990}}))
-    assert item_matches({"year": 1995}, Filters(ranges={"year": {"min": 1990, "max": 2000}}))
+    assert not compile_filters(Filters(ranges={"year": {"max": 1990}}))({"year": 1995})
+    assert compile_filters(Filters(ranges={"year": {"min": 1990, "max": 2000}}))({"year": 1995})
 
 
 # ---- over HTTP: a 422 that names the field, never a 500 -----------------------------------------

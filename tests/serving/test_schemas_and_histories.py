@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from llmrec.data.items import item_matches
+from llmrec.data.items import compile_filters
 from llmrec.errors import describe_validation_error
 from llmrec.serving.schemas import EventIn, Filters, ItemIn, Range, RecommendRequest
 from llmrec.serving.users import Histories, HistoryEntry
@@ -97,13 +97,14 @@ def test_item_needs_id_scene_and_title():
     assert {e["loc"][0] for e in caught.value.errors()} == {"item_id", "title"}
 
 
-# ---- item_matches ----------------------------------------------------------------------------
+# ---- compiled filters ----------------------------------------------------------------------------
 
 MOVIE = {"year": 1995, "genres": ["Crime", "Thriller"], "director": "Michael Mann", "rating": 8.3}
 
 
 def matches(**filters) -> bool:
-    return item_matches(MOVIE, Filters(**filters))
+    compiled = compile_filters(Filters(**filters))
+    return compiled is None or compiled(MOVIE)
 
 
 def test_no_constraints_match_everything():
@@ -147,7 +148,7 @@ def test_missing_or_non_numeric_attribute_fails_a_range():
 
 
 def test_numerically_equal_int_and_float_attributes_match():
-    assert item_matches({"price": 10.0}, Filters(attributes={"price": 10}))
+    assert compile_filters(Filters(attributes={"price": 10}))({"price": 10.0})
 
 
 # ---- Histories -------------------------------------------------------------------------------
