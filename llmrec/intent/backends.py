@@ -211,6 +211,7 @@ class VLLMBackend:
         self.config = config
         self.params = self.sampling_params(output_schema(list(scenes), config.fields))
         self.lock = threading.Lock()
+        self.last_finish_reasons: list[str | None] = []  # "stop" (the object closed) or "length" (cut off: repaired)
 
     def sampling_params(self, schema: dict[str, Any]):
         """Greedy decoding held to `schema` by vLLM's structured output."""
@@ -222,6 +223,7 @@ class VLLMBackend:
     def generate(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         with self.lock:  # one engine call at a time; the batcher groups concurrent requests
             outputs = self.llm.chat(conversations, self.params, use_tqdm=False)
+            self.last_finish_reasons = [o.outputs[0].finish_reason for o in outputs]
         return [o.outputs[0].text for o in outputs]
 
     def close(self) -> None:
