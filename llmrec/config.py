@@ -67,6 +67,10 @@ class RerankConfig(_Section):
     ease_lambda: float = Field(500.0, gt=0, description="L2 regularisation of the EASE item-item model.")
     ease_max_items: int = Field(20_000, ge=1, description="Scenes with more interacted items use co-occurrence instead of EASE.")
     positive_rating: float = Field(4.0, description="Ratings at or above this count as a like.")
+    model: str | None = Field(
+        None,
+        description="Directory written by `llmrec train ranker`: the blend weights learned per scene and kind of request (None: the weights above).",
+    )
     cross_encoder: str | None = Field(
         None, description="Directory of a reranker trained by `llmrec train reranker`; it rescores the blend's best `cross_candidates` (None: the blend alone)."
     )

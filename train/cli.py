@@ -60,6 +60,25 @@ def cmd_train_compare(args: argparse.Namespace) -> None:
     _emit(args, out, "\n".join(lines))
 
 
+def cmd_train_ranker(args: argparse.Namespace, config) -> None:
+    from pathlib import Path
+
+    from llmrec.config import llmrec_home
+    from llmrec.data.catalog import load_catalog
+    from llmrec.training.ranker import train_ranker
+
+    catalog = load_catalog(config.catalog)
+    output = Path(args.output) if args.output else llmrec_home() / "models" / f"ranker-{catalog.name}"
+    out = train_ranker(config, catalog, output, users=args.users, k=args.k)
+    default, trained = f"ndcg@{args.k} default", f"ndcg@{args.k} trained"
+    lines = [f"trained the blend of {catalog.name} on {out['examples']} requests of held-out users", f"| scene | mode | requests | {default} | {trained} |", "|---|---|---|---|---|"]
+    for scene, modes in out["check"].items():
+        for mode, r in modes.items():
+            lines.append(f"| {scene} | {mode} | {r['examples']} | {r[default]:.4f} | {'not fitted' if r[trained] is None else f'{r[trained]:.4f}'} |")
+    lines += [f"(half of the held-out users fit, the other half checked; the saved model is fitted on all) → {out['output']}", f"serve it: --set rerank.model={out['output']}"]
+    _emit(args, out, "\n".join(lines))
+
+
 def cmd_index_build_ray(args: argparse.Namespace, config) -> None:
     _need_ray()
     from train.index_job import IndexJob, build_index
@@ -126,6 +145,12 @@ def add_commands(commands, common: argparse.ArgumentParser, index_build: argpars
         if task == "reranker":
             p.add_argument("--random-negatives", type=float, default=1.0, help="share of negatives drawn at random from unseen items (the rest are mined hard ones)")
         p.set_defaults(func=cmd_train, task=task)
+
+    p = train.add_parser("ranker", parents=[common], help="learn the served blend's weights per scene from the catalog's interactions (no Ray)")
+    p.add_argument("--users", type=int, default=1000, help="users whose last 20%% of interactions are held out as targets")
+    p.add_argument("--k", type=int, default=10, help="NDCG@k is what the weights maximise")
+    p.add_argument("--output", help="model directory to write (default LLMREC_HOME/models/ranker-CATALOG)")
+    p.set_defaults(func=lambda a: cmd_train_ranker(a, config_of(a)))
 
     p = train.add_parser("compare", parents=[common], help="Recall@20/NDCG@20 of encoders on cold items, users served from text (no Ray)")
     p.add_argument("--models", default="all-MiniLM-L6-v2", help="comma-separated encoder specs or directories")

@@ -106,9 +106,17 @@ def compile_filters(filters: Filters) -> Callable[[dict[str, Any]], bool] | None
 
 
 def allow_filter(items: dict[str, ItemRecord], excluded: Iterable[str], filters: Filters) -> Callable[[str], bool]:
-    """A predicate over item ids: not excluded, known, and matching the filters (compiled once, here)."""
+    """A predicate over item ids: not excluded, known, in the shortlist if there is one, and matching
+    the filters (compiled once, here)."""
     excluded = set(excluded)
+    if filters.item_ids:
+        shortlist = set(filters.item_ids)
+
+        def known(i: str) -> bool:
+            return i in shortlist and i in items
+    else:
+        known = items.__contains__
     matches = compile_filters(filters)
     if matches is None:
-        return lambda i: i not in excluded and i in items
-    return lambda i: i not in excluded and i in items and matches(items[i].attributes)
+        return lambda i: i not in excluded and known(i)
+    return lambda i: i not in excluded and known(i) and matches(items[i].attributes)

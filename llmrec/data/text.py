@@ -69,3 +69,18 @@ def render_user(
     if profile:
         parts.append("About me: " + ", ".join(f"{_label(k).lower()} {_value(v)}" for k, v in profile.items()) + ".")
     return " ".join(parts)[:MAX_USER_CHARS]
+
+
+def attribute_tokens(attributes: dict[str, Any]) -> list[str]:
+    """Categorical tokens of an item ('genres=Comedy', 'year=1995-1999'): the content features
+    that TF-IDF and the popularity-from-content regression read."""
+    tokens = []
+    for key, value in attributes.items():
+        if key == "year" and isinstance(value, (int, float)):
+            start = int(value) // 5 * 5
+            tokens.append(f"year={start}-{start + 4}")
+        elif isinstance(value, list):
+            tokens += [f"{key}={v}" for v in value]
+        elif isinstance(value, str):
+            tokens.append(f"{key}={value}")
+    return tokens

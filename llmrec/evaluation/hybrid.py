@@ -34,10 +34,10 @@ from llmrec.evaluation.baselines import (
     user_vectors,
 )
 from llmrec.evaluation.tasks import Metric, Queries, TrainData, objective_value
+from llmrec.training.ranker import ascend
 
 SIGNALS = ("ease", "itemknn", "bridge", "content_knn", "semantic", "tfidf", "popularity", "demographic", "period_popularity")
 PERIOD_PAD_DAYS = 3
-STEPS = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
 def _zscore(scores: np.ndarray, candidates: np.ndarray | None) -> np.ndarray:
@@ -193,27 +193,9 @@ def blend(signals: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarr
     return total
 
 
-def coordinate_ascent(
-    signals: dict[str, np.ndarray], queries: Queries, objective: Metric, passes: int = 2
-) -> tuple[dict[str, float], float]:
-    """Blend weights that maximise the validation objective, one signal at a time over STEPS,
-    starting from the single best signal (so the blend is never worse than its best part)."""
-    def value(weights: dict[str, float]) -> float:
-        return objective_value(blend(signals, weights), queries, objective)
-
-    alone = single_signal_value(signals, queries, objective)
-    start = max(alone, key=alone.get)
-    weights, best = {s: float(s == start) for s in signals}, alone[start]
-    for _ in range(passes):
-        for signal in signals:
-            if signal == start:
-                continue
-            for step in STEPS:
-                trial = {**weights, signal: step}
-                result = value(trial)
-                if result > best + 1e-6:
-                    weights, best = trial, result
-    return {s: w for s, w in weights.items() if w}, best
+def coordinate_ascent(signals: dict[str, np.ndarray], queries: Queries, objective: Metric) -> tuple[dict[str, float], float]:
+    """Blend weights that maximise the validation objective (the served blend's `ascend`)."""
+    return ascend(list(signals), lambda weights: objective_value(blend(signals, weights), queries, objective))
 
 
 def single_signal_value(signals: dict[str, np.ndarray], queries: Queries, objective: Metric) -> dict[str, float]:

@@ -43,6 +43,7 @@ class RankingSetup:
     The first metric is the tuning objective."""
 
     name: str
+    catalog: Catalog  # what the served model starts from (its interactions replaced by the training ones)
     items: Items
     tune_train: TrainData
     valid: list[Queries]
@@ -72,6 +73,7 @@ def ml100k_msr(max_users: int | None = None, catalog: Catalog | None = None) -> 
     final = train_data(train, items, profiles)
     return RankingSetup(
         name="ml100k-msr",
+        catalog=catalog,
         items=items,
         tune_train=train_data(inner_train, items, profiles),
         valid=[queries("top-10", inner_train, _sample_users(inner_valid, max_users), items, profiles)],
@@ -106,6 +108,7 @@ def ml1m_cold_items(max_users: int | None = None, catalog: Catalog | None = None
 
     return RankingSetup(
         name="ml1m-cold-items",
+        catalog=catalog,
         items=items,
         tune_train=train,
         valid=[cold("cold-items", split.cold_valid, split.cold_valid_items)],
@@ -142,6 +145,7 @@ def ml1m_cold_users(max_users: int | None = None, catalog: Catalog | None = None
     inner = cold_user_split(split.train, cold_fraction=0.125, seed=42)
     return RankingSetup(
         name="ml1m-cold-users",
+        catalog=catalog,
         items=items,
         tune_train=train_data(inner.train, items, profiles),
         valid=_step_queries(inner.cold, items, profiles, max_users),

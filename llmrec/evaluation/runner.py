@@ -1,9 +1,12 @@
 """Run a protocol over named models: tune on validation, fit, rank the test users, score them.
 
-Model names: random, popularity, itemknn, ease, bpr, tfidf, zero-shot (the packaged MiniLM),
-finetuned (the encoder given with `encoder_dir`), llmrec-zero-shot and llmrec-finetuned (the
-pipeline's blend over that encoder), llmrec: whichever llmrec variant is best on validation, and
-llmrec-rerank: that llmrec with its head rescored by the cross-encoder given with `reranker_dir`.
+Model names: `llmrec`, the served recommender (llmrec/evaluation/served.py: the packaged MiniLM,
+or the encoder given with `encoder_dir`, and the cross-encoder given with `reranker_dir`), and the
+baselines: random, popularity, itemknn, ease, bpr, tfidf, zero-shot (the packaged MiniLM),
+finetuned (the encoder given with `encoder_dir`), hybrid-zero-shot and hybrid-finetuned (an
+offline blend of nine signals over that encoder, llmrec/evaluation/hybrid.py), hybrid: whichever
+hybrid variant is best on validation, and hybrid-rerank: that hybrid with its head rescored by the
+cross-encoder given with `reranker_dir`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmrec.data.catalog import Catalog
 from llmrec.errors import LLMRecError
 from llmrec.evaluation.baselines import (
     BPR,
@@ -28,6 +32,7 @@ from llmrec.evaluation.baselines import (
 from llmrec.evaluation.cross import CrossReranked
 from llmrec.evaluation.hybrid import Hybrid
 from llmrec.evaluation.protocols import RankingSetup
+from llmrec.evaluation.served import Served
 from llmrec.evaluation.tasks import evaluate, metric_specs, top_k
 
 PACKAGED_ENCODER = "all-MiniLM-L6-v2"
@@ -39,8 +44,8 @@ BASELINES: dict[str, type[Model]] = {
     "bpr": BPR,
     "tfidf": TfIdf,
 }
-ENCODER_MODELS = ("zero-shot", "finetuned", "llmrec-zero-shot", "llmrec-finetuned", "llmrec", "llmrec-rerank")
-RANKING_MODELS = (*BASELINES, *ENCODER_MODELS)
+ENCODER_MODELS = ("zero-shot", "finetuned", "hybrid-zero-shot", "hybrid-finetuned", "hybrid", "hybrid-rerank")
+RANKING_MODELS = ("llmrec", *BASELINES, *ENCODER_MODELS)
 
 
 @dataclass
@@ -56,13 +61,14 @@ class Run:
 class Models:
     """Builds models by name, sharing one Embedder per encoder so each catalog is embedded once."""
 
-    def __init__(self, encoder_dir: str | None, reranker_dir: str | None = None) -> None:
+    def __init__(self, encoder_dir: str | None, reranker_dir: str | None = None, catalog: Catalog | None = None) -> None:
         if encoder_dir and not Path(encoder_dir).is_dir():
             raise LLMRecError(f"--encoder {encoder_dir} is not a directory: give a sentence-transformers model directory")
         if reranker_dir and not Path(reranker_dir).is_dir():
             raise LLMRecError(f"--reranker {reranker_dir} is not a directory: give the output of `llmrec train reranker`")
         self.encoder_dir = encoder_dir
         self.reranker_dir = reranker_dir
+        self.catalog = catalog
         self.embedders: dict[str, Embedder] = {}
 
     def embedder(self, variant: str) -> Embedder:
@@ -70,20 +76,24 @@ class Models:
         return self.embedders.setdefault(spec, Embedder(spec))
 
     def variants(self, name: str) -> list[str]:
-        """'llmrec' stands for every pipeline variant this run can build (the best is kept)."""
+        """'hybrid' stands for every hybrid variant this run can build (the best is kept)."""
         if name not in RANKING_MODELS:
             raise LLMRecError(f"unknown model {name!r}; choose from {', '.join(RANKING_MODELS)}")
         if name.endswith("finetuned") and not self.encoder_dir:
             raise LLMRecError(f"model {name!r} needs --encoder DIR (a sentence-transformers model directory)")
-        if name == "llmrec-rerank" and not self.reranker_dir:
-            raise LLMRecError("model 'llmrec-rerank' needs --reranker DIR (the output of `llmrec train reranker`)")
-        if name != "llmrec":
+        if name == "hybrid-rerank" and not self.reranker_dir:
+            raise LLMRecError("model 'hybrid-rerank' needs --reranker DIR (the output of `llmrec train reranker`)")
+        if name != "hybrid":
             return [name]
-        return ["llmrec-zero-shot"] + (["llmrec-finetuned"] if self.encoder_dir else [])
+        return ["hybrid-zero-shot"] + (["hybrid-finetuned"] if self.encoder_dir else [])
 
     def build(self, name: str, first: Model | None = None) -> Model:
-        """A fresh model; `llmrec-rerank` wraps `first`, the tuned llmrec variant."""
-        if name == "llmrec-rerank":
+        """A fresh model; `hybrid-rerank` wraps `first`, the tuned hybrid variant."""
+        if name == "llmrec":
+            if self.catalog is None:
+                raise LLMRecError("the served model 'llmrec' needs the protocol's catalog")
+            return Served(name, self.catalog, self.encoder_dir, self.reranker_dir)
+        if name == "hybrid-rerank":
             from llmrec.serving.cross_encoder import CrossReranker
 
             return CrossReranked(name, first, CrossReranker(str(self.reranker_dir)))
@@ -91,12 +101,12 @@ class Models:
             return BASELINES[name]()
         if name in ("zero-shot", "finetuned"):
             return EncoderRanker(name, self.embedder(name))
-        return Hybrid(name, self.embedder(name.removeprefix("llmrec-")))  # llmrec-zero-shot, llmrec-finetuned
+        return Hybrid(name, self.embedder(name.removeprefix("hybrid-")))  # hybrid-zero-shot, hybrid-finetuned
 
 
-def check_names(names: list[str], encoder_dir: str | None, reranker_dir: str | None = None) -> Models:
+def check_names(names: list[str], encoder_dir: str | None, reranker_dir: str | None = None, catalog: Catalog | None = None) -> Models:
     """The model factory for a run, once every name is known to be buildable (before any work)."""
-    models = Models(encoder_dir, reranker_dir)
+    models = Models(encoder_dir, reranker_dir, catalog)
     for name in names:
         models.variants(name)
     return models
@@ -106,15 +116,15 @@ def run_ranking(setup: RankingSetup, names: list[str], encoder_dir: str | None =
     """Tune each model on validation (never test), fit it on the final training data, rank the test
     query users and compute the protocol's metrics. With several test query sets (cold-user steps)
     each metric is reported per set as 'metric (set)'."""
-    models, run = check_names(names, encoder_dir, reranker_dir), Run(setup.name)
+    models, run = check_names(names, encoder_dir, reranker_dir, setup.catalog), Run(setup.name)
     specs = metric_specs(setup.metrics)
     tuned: dict[str, tuple[Model, float, float]] = {}
 
     def tune(variant: str) -> tuple[Model, float, float]:
         if variant not in tuned:
             first = None
-            if variant == "llmrec-rerank":  # rescores the best llmrec variant, tuned first
-                first = max((tune(v) for v in models.variants("llmrec")), key=lambda t: t[1])[0]
+            if variant == "hybrid-rerank":  # rescores the best hybrid variant, tuned first
+                first = max((tune(v) for v in models.variants("hybrid")), key=lambda t: t[1])[0]
             started = time.perf_counter()
             model = models.build(variant, first)
             value = model.tune(setup.tune_train, setup.valid, specs[0])

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from llmrec.data.catalog import Catalog
-from llmrec.data.text import render_item, render_user
+from llmrec.data.text import attribute_tokens, render_item, render_user
 from llmrec.evaluation import metrics
 from llmrec.training.pairs import (  # the user text the models were trained on
     LIKED_TITLES,
@@ -47,6 +47,7 @@ class TrainData:
     matrix: sp.csr_matrix
     profiles: list[dict[str, Any]]
     days: sp.csr_matrix | None = None  # when each pair happened (days since the epoch), same pattern as matrix
+    frame: pd.DataFrame | None = None  # the interactions themselves (what the served recommender is started on)
 
 
 @dataclass
@@ -63,21 +64,6 @@ class Queries:
     candidates: np.ndarray | None = None
     history_days: sp.csr_matrix | None = None
     texts: list[str] | None = None  # each user as the recommender renders them (liked titles, profile)
-
-
-def attribute_tokens(attributes: dict[str, Any]) -> list[str]:
-    """Categorical tokens of an item ('genres=Comedy', 'year=1995-1999'): the content features
-    that TF-IDF and the popularity-from-content regression read."""
-    tokens = []
-    for key, value in attributes.items():
-        if key == "year" and isinstance(value, (int, float)):
-            start = int(value) // 5 * 5
-            tokens.append(f"year={start}-{start + 4}")
-        elif isinstance(value, list):
-            tokens += [f"{key}={v}" for v in value]
-        elif isinstance(value, str):
-            tokens.append(f"{key}={value}")
-    return tokens
 
 
 def catalog_items(catalog: Catalog) -> Items:
@@ -117,7 +103,7 @@ def interaction_matrix(frame: pd.DataFrame, user_ids: Sequence[str], items: Item
 def train_data(frame: pd.DataFrame, items: Items, profiles: dict[str, dict[str, Any]]) -> TrainData:
     users = sorted(frame["user_id"].unique())
     return TrainData(
-        items, interaction_matrix(frame, users, items), [profiles.get(u, {}) for u in users], interaction_matrix(frame, users, items, days=True)
+        items, interaction_matrix(frame, users, items), [profiles.get(u, {}) for u in users], interaction_matrix(frame, users, items, days=True), frame
     )
 
 

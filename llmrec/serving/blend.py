@@ -1,22 +1,43 @@
-"""The first-stage reranker: blend semantic, collaborative and popularity signals, then diversify.
+"""The served ranking model: a weighted blend of per-candidate signals, then diversification.
 
-No training needed: each signal is min-max scaled over the candidate set and mixed with the
-configured weights (the collaborative weight only counts when the user has history). A trained
+Each signal (`SIGNALS`) is min-max scaled over the candidate set and mixed with weights chosen per
+scene and per kind of request (`mode`): weights learned from the scene's own interactions by
+`llmrec train ranker` (llmrec/training/ranker.py) when its artifact is configured
+(`rerank.model`), else the configured defaults (similarity, EASE and popularity). A trained
 cross-encoder, when configured, then reorders the head of that ranking (`cross_encoder.rescore_head`).
 MMR finally trades a little score for variety, using the item vectors the retriever already holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from llmrec.config import RerankConfig
+from llmrec.errors import AssetError
 from llmrec.serving.cross_encoder import _minmax, rescore_head
 
 CrossScores = Callable[[Sequence[str]], np.ndarray]  # item ids → cross-encoder scores for this request
+SIGNALS = ("semantic", "collaborative", "engaged", "bridge", "popularity", "demographic")
+MODES = ("query", "history", "few", "profile")
+FEW_HISTORY = 5  # a user with at most this many liked items in the scene is ranked as "few"
+MODEL_FILE = "ranker.json"
+MODEL_FORMAT = 1
+
+
+def request_mode(has_query: bool, scene_history: int) -> str:
+    """Which weights rank a request: a free-text query, a user with history, with a few liked items, or a profile alone."""
+    if has_query:
+        return "query"
+    if scene_history > FEW_HISTORY:
+        return "history"
+    return "few" if scene_history else "profile"
 
 
 @dataclass
@@ -25,51 +46,106 @@ class Candidate:
 
     item_id: str
     semantic: float = 0.0
-    collaborative: float = 0.0
+    collaborative: float = 0.0  # EASE over the items the user liked
+    engaged: float = 0.0  # EASE over every item the user interacted with (but disliked)
+    bridge: float = 0.0
     popularity: float = 0.0
+    demographic: float = 0.0
     score: float = 0.0
+
+    def signals(self) -> list[float]:
+        return [getattr(self, s) for s in SIGNALS]
+
+
+@dataclass
+class Weights:
+    """How one scene ranks one kind of request."""
+
+    signals: dict[str, float]
+    mmr_lambda: float
+    trained: bool = False
+
+
+@dataclass
+class TrainedBlend:
+    """The artifact of `llmrec train ranker`: per scene and mode, learned weights and their validation scores."""
+
+    scenes: dict[str, dict[str, Weights]]
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> Path:
+        """Written to a temporary file and renamed: a replica reading it sees the old model or the new one."""
+        directory.mkdir(parents=True, exist_ok=True)
+        body = {
+            "format": MODEL_FORMAT,
+            "scenes": {s: {m: {"weights": w.signals, "mmr_lambda": w.mmr_lambda} for m, w in modes.items()} for s, modes in self.scenes.items()},
+            "card": self.card,
+        }
+        partial = directory / f".{MODEL_FILE}.{os.getpid()}.tmp"
+        partial.write_text(json.dumps(body, indent=2))
+        partial.replace(directory / MODEL_FILE)
+        return directory / MODEL_FILE
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainedBlend:
+        path = directory / MODEL_FILE
+        if not path.is_file():
+            raise AssetError(f"rerank.model {directory} has no {MODEL_FILE}: give the output directory of `llmrec train ranker`")
+        body = json.loads(path.read_text())
+        if body.get("format") != MODEL_FORMAT:
+            raise AssetError(f"{path} has format {body.get('format')}, expected {MODEL_FORMAT}: train it again with `llmrec train ranker`")
+        scenes = {
+            scene: {mode: Weights({s: float(v) for s, v in w["weights"].items() if s in SIGNALS}, float(w["mmr_lambda"]), True) for mode, w in modes.items()}
+            for scene, modes in body["scenes"].items()
+        }
+        return cls(scenes, body.get("card", {}))
 
 
 class Blend:
-    def __init__(self, config: RerankConfig | None = None) -> None:
+    def __init__(self, config: RerankConfig | None = None, trained: TrainedBlend | None = None) -> None:
         self.config = config or RerankConfig()
+        self.trained = trained
 
-    def blend(self, candidates: list[Candidate], has_text: bool, has_history: bool) -> np.ndarray:
-        """The blended score of each candidate, in [0, 1]."""
-        weights = {
-            "semantic": self.config.semantic_weight if has_text else 0.0,
-            "collaborative": self.config.collaborative_weight if has_history else 0.0,
-            "popularity": self.config.popularity_weight,
-        }
-        total = sum(weights.values()) or 1.0
-        blended = np.zeros(len(candidates))
-        for signal, weight in weights.items():
-            if weight:
-                raw = np.array([getattr(c, signal) for c in candidates], dtype=np.float64)
-                blended += weight * _minmax(raw)
-        return blended / total
+    def weights(self, scene: str, mode: str, has_text: bool, has_history: bool) -> Weights:
+        """The scene's trained weights for this kind of request, else the configured defaults (each
+        signal's weight counting only when the request has it: text, history)."""
+        found = self.trained.scenes.get(scene, {}).get(mode) if self.trained is not None else None
+        if found is not None:
+            return found
+        defaults = {"semantic": self.config.semantic_weight if has_text else 0.0, "popularity": self.config.popularity_weight}
+        if has_history:
+            defaults["collaborative"] = self.config.collaborative_weight
+        return Weights(defaults, self.config.mmr_lambda)
 
-    def rank(
-        self,
-        candidates: list[Candidate],
-        vectors: np.ndarray,
-        k: int,
-        has_text: bool,
-        has_history: bool,
-        cross: CrossScores | None = None,
-    ) -> list[Candidate]:
+    @staticmethod
+    def blend(candidates: Sequence[Candidate], weights: Mapping[str, float]) -> np.ndarray:
+        """The blended score of each candidate, in [0, 1] when the weights are non-negative."""
+        return blend_table(np.array([c.signals() for c in candidates], dtype=np.float64).reshape(len(candidates), len(SIGNALS)), weights)
+
+    def rank(self, candidates: list[Candidate], vectors: np.ndarray, k: int, weights: Weights, cross: CrossScores | None = None) -> list[Candidate]:
         """Top-k candidates by maximal marginal relevance over the blended score (its head rescored
         with `cross` when given)."""
         if not candidates:
             return []
-        scores = self.blend(candidates, has_text, has_history)
+        scores = self.blend(candidates, weights.signals)
         if cross is not None:
             ids = [c.item_id for c in candidates]
             scores = rescore_head(scores, lambda head: cross([ids[i] for i in head]), self.config.cross_weight, self.config.cross_candidates)
         for candidate, score in zip(candidates, scores):
             candidate.score = float(score)
-        order = mmr(scores, vectors, k, self.config.mmr_lambda)
+        order = mmr(scores, vectors, k, weights.mmr_lambda)
         return [candidates[i] for i in order]
+
+
+def blend_table(table: np.ndarray, weights: Mapping[str, float]) -> np.ndarray:
+    """candidates x SIGNALS raw values → Σ weight · min-max(signal) / Σ weight (training scores tables with this too)."""
+    total = sum(weights.values()) or 1.0
+    blended = np.zeros(len(table))
+    for column, signal in enumerate(SIGNALS):
+        weight = weights.get(signal, 0.0)
+        if weight:
+            blended += weight * _minmax(table[:, column])
+    return blended / total
 
 
 def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> list[int]:

@@ -10,6 +10,7 @@ holds them. Under Ray Serve it is one deployment (scaled as a whole); in one pro
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +24,17 @@ from llmrec.data.items import ItemRecord
 from llmrec.data.store import Store
 from llmrec.errors import AssetError, RequestError, UnavailableError
 from llmrec.intent.schema import Intent
-from llmrec.serving.blend import Blend, Candidate, CrossScores
+from llmrec.serving.blend import MODEL_FILE, Blend, Candidate, CrossScores, TrainedBlend, request_mode
 from llmrec.serving.budget import Observer, RequestClock
 from llmrec.serving.cross_encoder import CrossReranker
 from llmrec.serving.encoder import Encoder
 from llmrec.serving.retriever import Retrieved, Retriever
 from llmrec.serving.router import RouteDecision, SceneRouter, scene_texts
 from llmrec.serving.schemas import EventIn, ItemIn, RecommendedItem, RecommendRequest
+from llmrec.serving.signals import SceneSignals
 from llmrec.serving.users import UserContext, Users
 
+log = logging.getLogger(__name__)
 RETRIEVAL_ONLY = "ranked by similarity alone: the ranking stage did not answer"
 
 
@@ -78,7 +81,10 @@ class Ranker:
         texts = scene_texts(catalog)
         self.router = SceneRouter(texts, self.retriever.scene_vectors(texts), config.router.default_scene)
         self.users = Users(config, catalog, store)
+        self.signals = fit_signals(catalog, self.retriever, self.users)
         self.blend = Blend(config.rerank)
+        self._blend_version: int | None = None
+        self.reload_blend()
         self.cross = load_cross_encoder(config)
         self.observe = observe
 
@@ -133,19 +139,38 @@ class Ranker:
         """The top k of the retrieved candidates, blended, diversified and explained; and the collaborative model used."""
         users = self.users
         with users.lock:
+            pool, history, mode = self.candidates(scene, request, context, retrieved)
+            has_history = any(c.collaborative or c.engaged or c.bridge for c in pool)
+            weights = self.blend.weights(scene, mode, has_text, has_history)
+            ranked = self.blend.rank(pool, retrieved.vectors, k, weights, cross=self._cross_scores(context.text))
+            items = [self._explain(c, request, scene, history, context.has_taste_text) for c in ranked if c.item_id in users.items]
+            model = users.collab.get(scene)
+            return items, model.method if model is not None else "none"
+
+    def candidates(self, scene: str, request: RecommendRequest, context: UserContext, retrieved: Retrieved) -> tuple[list[Candidate], list[str], str]:
+        """The retrieved items with every signal of the blend, the user's liked items in the scene,
+        and the request's mode (which weights rank it). `llmrec train ranker` fits on these."""
+        users = self.users
+        with users.lock:
             users.sync()
             model = users.collab.get(scene)
             history = users.scene_history(scene, context)
+            ids = retrieved.item_ids
             # Only the candidates' scores: |history| x |candidates| weights read, not whole rows.
-            scores = model.scores_of(history, retrieved.item_ids) if model is not None and history else np.zeros(len(retrieved.item_ids), np.float32)
+            zeros = np.zeros(len(ids), np.float32)
+            scores = model.scores_of(history, ids) if model is not None and history else zeros
+            engaged_history = users.scene_history(scene, context, engaged=True)
+            engaged = model.scores_of(engaged_history, ids) if model is not None and engaged_history else zeros
+            signals = self.signals.get(scene)
+            bridge = signals.bridge(ids, retrieved.vectors, lambda warm: model.scores_of(history, warm)) if signals and model is not None and history else zeros
+            records = [users.items[i] for i in ids]
+            popularity = signals.popularity(records, retrieved.vectors, users.popularity.counts) if signals else zeros
+            demographic = signals.demographic(ids, context.profile) if signals and context.profile else zeros
             pool = [
-                Candidate(item_id, float(retrieved.semantic[n]), float(scores[n]), users.popularity.prior(item_id))
-                for n, item_id in enumerate(retrieved.item_ids)
+                Candidate(item_id, float(retrieved.semantic[n]), float(scores[n]), float(engaged[n]), float(bridge[n]), float(popularity[n]), float(demographic[n]))
+                for n, item_id in enumerate(ids)
             ]
-            has_history = any(c.collaborative for c in pool)
-            ranked = self.blend.rank(pool, retrieved.vectors, k, has_text=has_text, has_history=has_history, cross=self._cross_scores(context.text))
-            items = [self._explain(c, request, scene, history, context.has_taste_text) for c in ranked if c.item_id in users.items]
-            return items, model.method if model is not None else "none"
+            return pool, history, request_mode(bool(request.query), len(history))
 
     def _cross_scores(self, text: str) -> CrossScores | None:
         """The trained cross-encoder's scores of (this request's text, item text), if one is configured."""
@@ -172,14 +197,38 @@ class Ranker:
                 reasons.append(f"people who liked {users.items[source].title} also liked this")
         if self._is_new(c.item_id):
             reasons.append(f"new in {scene_name}")
-        elif c.popularity >= 0.8:
+        elif users.popularity.prior(c.item_id) >= 0.8:
             reasons.append(f"popular in {scene_name}")
         return RecommendedItem(item_id=c.item_id, title=record.title, scene=scene, score=round(c.score, 4), reasons=reasons, attributes=record.attributes)
 
     # ---- writes and listings --------------------------------------------------------------
     def sync(self) -> int:
-        """Catch up with writes made by any process."""
+        """Catch up with writes made by any process, and with a retrained blend."""
+        self.reload_blend()
         return self.retriever.sync() + self.users.sync()
+
+    def reload_blend(self) -> bool:
+        """Load the trained blend (rerank.model) when its file is new or changed: retraining swaps the
+        weights of every replica within a sync interval, with no restart (the file is replaced atomically)."""
+        if not self.config.rerank.model:
+            return False
+        directory = Path(self.config.rerank.model).expanduser()
+        try:
+            version = (directory / MODEL_FILE).stat().st_mtime_ns
+        except FileNotFoundError:
+            version = None
+        if self.blend.trained is not None and version == self._blend_version:
+            return False
+        self._blend_version = version
+        if self.blend.trained is None:  # at start: a missing or bad model is a configuration error
+            self.blend.trained = TrainedBlend.load(directory)
+            return True
+        try:
+            self.blend.trained = TrainedBlend.load(directory)
+        except (AssetError, ValueError, KeyError) as error:  # serving keeps the weights it has (warned once per change)
+            log.warning("kept the current blend weights: %s", error)
+            return False
+        return True
 
     def check_scenes(self, scenes: Sequence[str]) -> None:
         for scene in scenes:
@@ -220,3 +269,17 @@ def load_cross_encoder(config: PipelineConfig) -> CrossReranker | None:
     if not directory.is_dir():
         raise AssetError(f"rerank.cross_encoder {config.rerank.cross_encoder} is not a directory: give the output of `llmrec train reranker`")
     return CrossReranker(str(directory), device=config.rerank.cross_device)
+
+
+def fit_signals(catalog: Catalog, retriever: Retriever, users: Users) -> dict[str, SceneSignals]:
+    """Each scene's content-side signals, from its indexed vectors and the catalog's interactions."""
+    scene_of = catalog.items.set_index("item_id")["scene"]
+    interactions = catalog.interactions.assign(scene=catalog.interactions["item_id"].map(scene_of))
+    by_scene = dict(iter(interactions.groupby("scene")))
+    out = {}
+    for scene, index in retriever.indexes.items():
+        ids = [i for i in index.item_ids if i in users.items]
+        records = [users.items[i] for i in ids]
+        frame = by_scene.get(scene, interactions.iloc[:0])
+        out[scene] = SceneSignals.fit(records, index.vectors(ids), frame, users.profiles)
+    return out

@@ -201,14 +201,15 @@ class Retriever:
         extra_ids: Sequence[str] = (),
     ) -> Retrieved:
         """The `n` nearest items of the scene to the vector, plus `extra_ids` (e.g. collaborative
-        candidates), all passing the exclusions and filters."""
+        candidates) and every item of the filters' shortlist, all passing the exclusions and filters."""
         with self._lock:
             self.sync()
             index = self.indexes[self.check_scene(scene)]
             allow = allow_filter(self.items, excluded, filters or Filters())
             ids = [i for i, _ in index.search(vector, n, allow)] if vector is not None else []
             seen = set(ids)
-            ids += [i for i in dict.fromkeys(extra_ids) if i not in seen and i in index and allow(i)]
+            shortlist = filters.item_ids if filters is not None else []  # a shortlist is ranked whole
+            ids += [i for i in dict.fromkeys([*extra_ids, *shortlist]) if i not in seen and i in index and allow(i)]
             vectors = index.vectors(ids) if ids else np.zeros((0, index.dim), dtype=np.float32)
             titles, attributes = [self.items[i].title for i in ids], [self.items[i].attributes for i in ids]
         semantic = vectors @ np.asarray(vector, dtype=np.float32) if vector is not None else np.zeros(len(ids), dtype=np.float32)

@@ -12,6 +12,7 @@ one request causes is bounded and nothing reaches the store or the filters that 
 | `filters.attributes` | 20 keys (100 characters each); 100 values per key; each a string (200 characters), number or boolean |
 | `filters.ranges` | 20 ranges; `min`/`max` finite numbers |
 | `filters.exclude_item_ids` | 1,000 item ids |
+| `filters.item_ids` (a shortlist to rank) | 1,000 item ids |
 | integers in filters and profiles | within ±2^53 (exact as floats) |
 | events | `value` finite; `timestamp` Unix seconds from 0 to 253402300799 (the year 9999) |
 | items | 100 attributes nesting at most 5 levels, finite numbers; no NUL in `title`/`text` |
@@ -41,6 +42,7 @@ MAX_FILTER_KEYS = 20
 MAX_FILTER_VALUES = 100  # values of one filters.attributes key
 MAX_RANGES = 20
 MAX_EXCLUDE = 1000
+MAX_SHORTLIST = 1000
 MAX_PROFILE = 50
 MAX_ITEM_ATTRIBUTES = 100
 MAX_ATTRIBUTE_DEPTH = 5
@@ -116,6 +118,11 @@ class Filters(_Model):
     """Constraints every returned item satisfies."""
 
     exclude_item_ids: list[ItemId] = Field(default_factory=list, max_length=MAX_EXCLUDE)
+    item_ids: list[ItemId] = Field(
+        default_factory=list,
+        max_length=MAX_SHORTLIST,
+        description=f"A shortlist: rank only these items, every one of them a candidate (e.g. a page's items, or new arrivals). At most {MAX_SHORTLIST}.",
+    )
     exclude_seen: bool = Field(True, description="Leave out items the user already interacted with.")
     attributes: dict[Key, Scalar | list[Scalar]] = Field(
         default_factory=dict,

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,8 +80,10 @@ class UserContext:
     history_ids: list[str] = field(default_factory=list)
     history_scenes: list[str] = field(default_factory=list)
     positive_ids: list[str] = field(default_factory=list)
+    engaged_ids: list[str] = field(default_factory=list)  # every interaction but dislikes
     excluded: list[str] = field(default_factory=list)
     has_taste_text: bool = False
+    profile: dict[str, Any] = field(default_factory=dict)
 
 
 class Users:
@@ -172,21 +175,25 @@ class Users:
                 history_ids=[h.item_id for h in history],
                 history_scenes=[self.items[h.item_id].scene for h in history],
                 positive_ids=positive,
+                engaged_ids=[h.item_id for h in history if h.kind != "dislike"],
                 excluded=excluded,
                 has_taste_text=bool(liked_titles),
+                profile=profile,
             )
 
-    def scene_history(self, scene: str, context: UserContext) -> list[str]:
-        return [i for i in context.positive_ids if i in self.items and self.items[i].scene == scene]
+    def scene_history(self, scene: str, context: UserContext, engaged: bool = False) -> list[str]:
+        """The user's liked items in the scene (with `engaged`, every item they did not dislike)."""
+        ids = context.engaged_ids if engaged else context.positive_ids
+        return [i for i in ids if i in self.items and self.items[i].scene == scene]
 
     def candidate_ids(self, scene: str, context: UserContext, filters: Filters, has_text: bool) -> list[str]:
-        """Collaborative candidates from the user's history in this scene; with neither text nor
+        """Collaborative candidates from every item the user engaged with in this scene; with neither text nor
         usable history, the scene's most popular items."""
         with self.lock:
             n = self.config.rerank.candidates
             allow = allow_filter(self.items, context.excluded, filters)
             model = self.collab.get(scene)
-            history = self.scene_history(scene, context)
+            history = self.scene_history(scene, context, engaged=True)
             found: list[str] = []
             if model is not None and history:
                 scores = model.scores(history)

@@ -90,6 +90,25 @@ def test_recommend_by_user_and_by_history(server):
     assert sum(bool(KIDS & set(i["attributes"]["genres"])) for i in by_history["items"]) >= 6
 
 
+def test_http_answers_are_the_in_process_recommenders_item_for_item(server, app_config, demo_catalog):
+    """The app and the in-process Recommender that `llmrec eval` scores are one model: for a sample
+    of the catalog's users (by id, by history, by profile) the same items come back in the same order."""
+    from llmrec.config import load_config
+    from llmrec.serving.recommender import Recommender
+    from llmrec.serving.schemas import RecommendRequest
+
+    args = app_config["applications"][0]["args"]
+    in_process = Recommender(load_config(args["config"], args["overrides"]), demo_catalog)
+    users = demo_catalog.interactions["user_id"].drop_duplicates().sample(6, random_state=3).tolist()
+    bodies = [{"user_id": u, "k": 10} for u in users]
+    bodies += [{"history": ["Toy Story (1995)", "Heat (1995)"], "k": 10}, {"profile": {"age": 25, "gender": "F"}, "scene": "movie", "k": 10}]
+    for body in bodies:
+        over_http = [i["item_id"] for i in recommend(server, **body)["items"]]
+        here = [i.item_id for i in in_process.recommend(RecommendRequest(**body)).items]
+        assert over_http == here, body
+        assert len(here) == 10
+
+
 def test_client_request_id_is_echoed(server):
     response = server.post("/v1/recommend", json={"query": "jazz"}, headers={"X-Request-ID": "trace-123"})
     assert response.headers["x-request-id"] == "trace-123" and response.json()["request_id"] == "trace-123"

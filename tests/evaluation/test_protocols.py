@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from llmrec.data.text import attribute_tokens
 from llmrec.evaluation.protocols import COLD_USER_STEPS, _step_queries
 from llmrec.evaluation.scenes import SCENES, _cross, scene_metrics
 from llmrec.evaluation.tasks import (
     Items,
     Queries,
-    attribute_tokens,
     evaluate,
     interaction_matrix,
     metric_specs,

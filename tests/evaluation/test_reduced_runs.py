@@ -35,6 +35,23 @@ def test_ml100k_msr_reduced_ranks_ease_over_popularity_over_random(movielens):
     assert run.details["ease"]["params"]["l2"] in {50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0}
 
 
+def test_ml100k_msr_reduced_served_recommender_beats_popularity_and_random(movielens):
+    """`llmrec` is the served recommender (a Recommender on the training data, its blend fitted on
+    validation), ranking through RecommendRequests."""
+    from llmrec.evaluation import run_protocol
+
+    run = run_protocol("ml100k-msr", ["random", "popularity", "llmrec"], reduced=200)
+    ndcg = {model: metrics["ndcg@10"] for model, metrics in run.results.items()}
+    assert ndcg["random"] < ndcg["popularity"] < ndcg["llmrec"]
+    assert ndcg["llmrec"] > 0.40  # the full protocol: docs/evaluation.md
+    from llmrec.evaluation.protocols import ml100k_msr
+
+    train = ml100k_msr(max_users=200).train.frame
+    seen = set(zip(train["user_id"].astype(str), train["item_id"].astype(str)))
+    served = [(str(user), str(item)) for label, user, item, _, _ in run.predictions if label == "llmrec"]
+    assert len(served) == 10 * len({u for u, _ in served}) and not seen & set(served), "ten items per user, no training item recommended"
+
+
 def test_ml1m_cold_items_reduced_content_beats_random_among_cold_items(movielens):
     from llmrec.evaluation import run_protocol
 
@@ -118,6 +135,6 @@ def test_ml1m_cold_items_reduced_cross_encoder_rescoring_never_loses_on_validati
     assert 0.0 <= objective_value(model.score(test), test, objective) <= 1.0
 
 
-def test_cli_eval_llmrec_rerank_needs_a_reranker_directory(capsys):
-    assert main(["eval", "ml1m-cold-items", "--models", "llmrec-rerank"]) != 0
+def test_cli_eval_hybrid_rerank_needs_a_reranker_directory(capsys):
+    assert main(["eval", "ml1m-cold-items", "--models", "hybrid-rerank"]) != 0
     assert "needs --reranker DIR" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The first-stage reranker: min-max blending of signals and MMR diversification."""
+"""The served blend: min-max blending of signals with default or trained weights, and MMR diversification."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from llmrec.config import RerankConfig
-from llmrec.serving.blend import Blend, Candidate, _minmax, mmr
+from llmrec.errors import AssetError
+from llmrec.serving.blend import FEW_HISTORY, Blend, Candidate, TrainedBlend, Weights, _minmax, mmr, request_mode
 from llmrec.serving.cross_encoder import rescore_head
 
 
@@ -28,27 +29,51 @@ def candidates() -> list[Candidate]:
     ]
 
 
+def default_blend(config: RerankConfig, has_text: bool, has_history: bool) -> np.ndarray:
+    reranker = Blend(config)
+    return reranker.blend(candidates(), reranker.weights("movie", "history", has_text, has_history).signals)
+
+
 def test_blend_mixes_the_scaled_signals_with_the_configured_weights():
-    reranker = Blend(RerankConfig(semantic_weight=2.0, collaborative_weight=1.0, popularity_weight=1.0))
-    blended = reranker.blend(candidates(), has_text=True, has_history=True)
+    blended = default_blend(RerankConfig(semantic_weight=2.0, collaborative_weight=1.0, popularity_weight=1.0), True, True)
     np.testing.assert_allclose(blended, [(2 * 1.0 + 0 + 0) / 4, (0 + 1.0 + 0.5) / 4, (2 * 0.5 + 0.5 + 1.0) / 4])
 
 
 def test_blend_ignores_collaborative_signal_without_history():
-    reranker = Blend(RerankConfig(semantic_weight=1.0, collaborative_weight=5.0, popularity_weight=1.0))
-    blended = reranker.blend(candidates(), has_text=True, has_history=False)
+    blended = default_blend(RerankConfig(semantic_weight=1.0, collaborative_weight=5.0, popularity_weight=1.0), True, False)
     np.testing.assert_allclose(blended, [(1.0 + 0) / 2, (0 + 0.5) / 2, (0.5 + 1.0) / 2])
 
 
 def test_blend_ignores_semantic_signal_without_text():
-    reranker = Blend(RerankConfig(semantic_weight=5.0, collaborative_weight=1.0, popularity_weight=1.0))
-    blended = reranker.blend(candidates(), has_text=False, has_history=True)
+    blended = default_blend(RerankConfig(semantic_weight=5.0, collaborative_weight=1.0, popularity_weight=1.0), False, True)
     np.testing.assert_allclose(blended, [(0 + 0) / 2, (1.0 + 0.5) / 2, (0.5 + 1.0) / 2])
 
 
 def test_blend_with_all_weights_zero_is_zero_not_nan():
-    reranker = Blend(RerankConfig(semantic_weight=0, collaborative_weight=0, popularity_weight=0))
-    np.testing.assert_array_equal(reranker.blend(candidates(), True, True), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(default_blend(RerankConfig(semantic_weight=0, collaborative_weight=0, popularity_weight=0), True, True), [0.0, 0.0, 0.0])
+
+
+def test_trained_weights_replace_the_defaults_for_their_scene_and_mode_only(tmp_path):
+    trained = TrainedBlend({"movie": {"history": Weights({"bridge": 1.0, "demographic": 3.0}, 1.0, True)}}, {"trained_on": "test"})
+    reranker = Blend(RerankConfig(), TrainedBlend.load(trained.save(tmp_path).parent))
+    assert reranker.weights("movie", "history", True, True) == Weights({"bridge": 1.0, "demographic": 3.0}, 1.0, True)
+    assert not reranker.weights("movie", "profile", True, False).trained  # another mode: the configured defaults
+    assert not reranker.weights("music", "history", True, True).trained
+    pool = [Candidate("a", bridge=0.0, demographic=1.0), Candidate("b", bridge=1.0, demographic=0.0), Candidate("c", bridge=0.5, demographic=0.5)]
+    np.testing.assert_allclose(reranker.blend(pool, reranker.weights("movie", "history", True, True).signals), [3 / 4, 1 / 4, 2 / 4])
+
+
+def test_a_ranker_artifact_of_another_format_is_refused(tmp_path):
+    (tmp_path / "ranker.json").write_text('{"format": 99, "scenes": {}}')
+    with pytest.raises(AssetError, match="train it again"):
+        TrainedBlend.load(tmp_path)
+    with pytest.raises(AssetError, match="no ranker.json"):
+        TrainedBlend.load(tmp_path / "missing")
+
+
+def test_request_mode_separates_queries_long_and_short_histories_and_profiles():
+    assert request_mode(True, 50) == "query"
+    assert [request_mode(False, n) for n in (0, 1, FEW_HISTORY, FEW_HISTORY + 1)] == ["profile", "few", "few", "history"]
 
 
 def random_unit(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
@@ -89,8 +114,9 @@ def test_rank_returns_k_candidates_with_their_blended_scores_set():
     rng = np.random.default_rng(5)
     pool = [Candidate(f"i{n}", semantic=float(s), popularity=float(p)) for n, (s, p) in enumerate(rng.random((12, 2)))]
     reranker = Blend(RerankConfig(mmr_lambda=1.0))
-    expected = reranker.blend(pool, has_text=True, has_history=False)
-    ranked = reranker.rank(pool, random_unit(12), k=5, has_text=True, has_history=False)
+    weights = reranker.weights("movie", "profile", True, False)
+    expected = reranker.blend(pool, weights.signals)
+    ranked = reranker.rank(pool, random_unit(12), k=5, weights=weights)
     assert len(ranked) == 5
     assert [c.item_id for c in ranked] == [f"i{n}" for n in np.argsort(-expected)[:5]]
     for candidate in pool:  # every candidate carries its blended score, ranked or not
@@ -100,14 +126,15 @@ def test_rank_returns_k_candidates_with_their_blended_scores_set():
 
 def test_rank_with_diversity_returns_k_distinct_candidates():
     pool = [Candidate(f"i{n}", semantic=1.0 - n / 10) for n in range(8)]
-    ranked = Blend(RerankConfig(mmr_lambda=0.5)).rank(pool, random_unit(8), k=4, has_text=True, has_history=False)
+    reranker = Blend(RerankConfig(mmr_lambda=0.5))
+    ranked = reranker.rank(pool, random_unit(8), k=4, weights=reranker.weights("movie", "profile", True, False))
     assert len({c.item_id for c in ranked}) == 4
     assert ranked[0].item_id == "i0"
     assert ranked[0].score == pytest.approx(1.0 / 1.15)  # semantic 1.0 of total weight 1 + 0.15 popularity
 
 
 def test_rank_of_no_candidates_is_empty():
-    assert Blend().rank([], np.zeros((0, 8)), k=5, has_text=True, has_history=True) == []
+    assert Blend().rank([], np.zeros((0, 8)), k=5, weights=Blend().weights("movie", "history", True, True)) == []
 
 
 def test_cross_encoder_reorders_only_the_head_and_keeps_it_above_the_tail():
@@ -144,6 +171,6 @@ def test_rank_passes_the_heads_item_ids_to_the_cross_encoder():
         return np.array([float(i == "i2") for i in ids])
 
     config = RerankConfig(mmr_lambda=1.0, cross_weight=1.0, cross_candidates=3)
-    ranked = Blend(config).rank(pool, random_unit(8), k=4, has_text=True, has_history=False, cross=cross)
+    ranked = Blend(config).rank(pool, random_unit(8), k=4, weights=Blend(config).weights("movie", "profile", True, False), cross=cross)
     assert seen == [["i0", "i1", "i2"]]
     assert [c.item_id for c in ranked] == ["i2", "i0", "i1", "i3"]
