@@ -114,7 +114,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         filters={"attributes": _pairs(args.filter, "filter"), "ranges": _ranges(args.range), "exclude_seen": not args.include_seen},
     )
     response = _recommender(args).recommend(request)
-    lines = [f"scene: {response.scene} ({response.scene_source})"]
+    lines = [f"scene: {response.scene} ({response.scene_source})" if response.scene else "no scene of this catalog fits the request: nothing to recommend"]
     for rank, item in enumerate(response.items, 1):
         lines.append(f"{rank:>3}. {item.title}  [{item.item_id}]  {item.score:.3f}  — {'; '.join(item.reasons)}")
     lines.append("timings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in response.timings_ms.items()))

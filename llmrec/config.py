@@ -69,7 +69,8 @@ class RerankConfig(_Section):
     positive_rating: float = Field(4.0, description="Ratings at or above this count as a like.")
     model: str | None = Field(
         None,
-        description="Directory written by `llmrec train ranker`: the blend weights learned per scene and kind of request (None: the weights above).",
+        description="Directory written by `llmrec train ranker`, or the name of one shipped in llmrec/configs (ranker-demo): the blend weights learned per "
+        "scene and kind of request; scenes and modes it lacks use the weights above (None: the weights above everywhere).",
     )
     cross_encoder: str | None = Field(
         None, description="Directory of a reranker trained by `llmrec train reranker`; it rescores the blend's best `cross_candidates` (None: the blend alone)."
@@ -182,6 +183,14 @@ class PipelineConfig(_Section):
     store: StoreConfig = StoreConfig()
     deadline: DeadlineConfig = DeadlineConfig()
     server: ServerConfig = ServerConfig()
+
+
+def shipped_or_path(spec: str) -> Path:
+    """A directory as given, or, when no such directory exists, the one of that name shipped beside
+    the profiles (llmrec/configs), e.g. the demo's trained blend `ranker-demo`."""
+    path = Path(spec).expanduser()
+    shipped = PROFILES_DIR / spec
+    return shipped if not path.is_dir() and not path.is_absolute() and shipped.is_dir() else path
 
 
 def llmrec_home() -> Path:

@@ -75,6 +75,8 @@ def cmd_train_ranker(args: argparse.Namespace, config) -> None:
     for scene, modes in out["check"].items():
         for mode, r in modes.items():
             lines.append(f"| {scene} | {mode} | {r['examples']} | {r[default]:.4f} | {'not fitted' if r[trained] is None else f'{r[trained]:.4f}'} |")
+    if out["kept_defaults"]:
+        lines.append("trained weights lost to the defaults on the checked half, so these keep the defaults: " + ", ".join(out["kept_defaults"]))
     lines += [f"(half of the held-out users fit, the other half checked; the saved model is fitted on all) → {out['output']}", f"serve it: --set rerank.model={out['output']}"]
     _emit(args, out, "\n".join(lines))
 

@@ -39,6 +39,7 @@ def served_config(catalog_dir: Path, state_dir: Path, k: int, encoder: str | Non
     if encoder:
         config.encoder.model = encoder
     config.rerank.cross_encoder = cross_encoder
+    config.rerank.model = None  # the protocol's own validation users fit the blend (Served.tune)
     for stage in type(config.deadline).model_fields:
         setattr(config.deadline, stage, NO_DEADLINE_MS)
     return config

@@ -24,7 +24,7 @@ from llmrec.errors import AssetError
 from llmrec.serving.cross_encoder import _minmax, rescore_head
 
 CrossScores = Callable[[Sequence[str]], np.ndarray]  # item ids → cross-encoder scores for this request
-SIGNALS = ("semantic", "collaborative", "engaged", "bridge", "popularity", "demographic")
+SIGNALS = ("semantic", "lexical", "collaborative", "engaged", "bridge", "popularity", "demographic")
 MODES = ("query", "history", "few", "profile")
 FEW_HISTORY = 5  # a user with at most this many liked items in the scene is ranked as "few"
 MODEL_FILE = "ranker.json"
@@ -46,6 +46,7 @@ class Candidate:
 
     item_id: str
     semantic: float = 0.0
+    lexical: float = 0.0  # BM25 of the item for the query, or for the user's liked items
     collaborative: float = 0.0  # EASE over the items the user liked
     engaged: float = 0.0  # EASE over every item the user interacted with (but disliked)
     bridge: float = 0.0

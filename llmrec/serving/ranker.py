@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from llmrec.config import PipelineConfig
+from llmrec.config import PipelineConfig, shipped_or_path
 from llmrec.data.catalog import Catalog
 from llmrec.data.items import ItemRecord
 from llmrec.data.store import Store
@@ -107,13 +107,15 @@ class Ranker:
         has_text = vector is not None
         try:
             decision = await run.stage(
-                "route", lambda: self._route(request.scene, intent.scene if intent else None, vector if query else None, context.history_scenes)
+                "route", lambda: self._route(request.scene, intent, vector if query else None, context.history_scenes)
             )
         except RequestError as error:
             if query and not has_text:  # the query could have been routed had the encoder answered
                 raise UnavailableError(f"cannot route the query without the encoder ({error}); try again or send a scene") from error
             raise
         scene = decision.scene
+        if scene is None:  # nothing in the catalog fits: say so, with no items
+            return Ranked([], decision, context.user_known, "none", run.timings, run.degraded)
         extra = await run.stage(
             "collaborative",
             lambda: asyncio.to_thread(self.users.candidate_ids, scene, context, request.filters, has_text),
@@ -122,7 +124,9 @@ class Ranker:
         )
         retrieved = await run.stage(
             "retrieve",
-            lambda: asyncio.to_thread(self.retriever.search, scene, vector, self.config.rerank.candidates, context.excluded, request.filters, extra),
+            lambda: asyncio.to_thread(
+                self.retriever.search, scene, vector, self.config.rerank.candidates, context.excluded, request.filters, extra, self.users.lexical_text(scene, context, query)
+            ),
         )
         items, collaborative = await run.stage(
             "rank",
@@ -132,8 +136,9 @@ class Ranker:
         )
         return Ranked(items, decision, context.user_known, collaborative, run.timings, run.degraded)
 
-    async def _route(self, explicit: str | None, intent_scene: str | None, vector: np.ndarray | None, history_scenes: list[str]) -> RouteDecision:
-        return self.router.route(explicit, intent_scene, vector, history_scenes)
+    async def _route(self, explicit: str | None, intent: Intent | None, vector: np.ndarray | None, history_scenes: list[str]) -> RouteDecision:
+        judged = intent is not None and intent.source in ("model", "cache")  # the cache holds only model answers
+        return self.router.route(explicit, intent.scene if intent else None, vector, history_scenes, none_fits=judged and intent.scene is None)
 
     def rank(self, scene: str, request: RecommendRequest, context: UserContext, retrieved: Retrieved, k: int, has_text: bool) -> tuple[list[RecommendedItem], str]:
         """The top k of the retrieved candidates, blended, diversified and explained; and the collaborative model used."""
@@ -167,7 +172,9 @@ class Ranker:
             popularity = signals.popularity(records, retrieved.vectors, users.popularity.counts) if signals else zeros
             demographic = signals.demographic(ids, context.profile) if signals and context.profile else zeros
             pool = [
-                Candidate(item_id, float(retrieved.semantic[n]), float(scores[n]), float(engaged[n]), float(bridge[n]), float(popularity[n]), float(demographic[n]))
+                Candidate(
+                    item_id, float(retrieved.semantic[n]), float(retrieved.lexical[n]), float(scores[n]), float(engaged[n]), float(bridge[n]), float(popularity[n]), float(demographic[n])
+                )
                 for n, item_id in enumerate(ids)
             ]
             return pool, history, request_mode(bool(request.query), len(history))
@@ -212,7 +219,7 @@ class Ranker:
         weights of every replica within a sync interval, with no restart (the file is replaced atomically)."""
         if not self.config.rerank.model:
             return False
-        directory = Path(self.config.rerank.model).expanduser()
+        directory = shipped_or_path(self.config.rerank.model)
         try:
             version = (directory / MODEL_FILE).stat().st_mtime_ns
         except FileNotFoundError:

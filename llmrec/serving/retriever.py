@@ -30,6 +30,7 @@ from llmrec.data.items import (
 from llmrec.data.store import ItemChange, Store
 from llmrec.errors import NotFoundError, RequestError
 from llmrec.index.build import build_scene_indexes, index_dir, index_key, load_scene_indexes
+from llmrec.index.lexical import LexicalIndex
 from llmrec.index.vector_index import CorruptIndexError, VectorIndex
 from llmrec.index.versions import publish_version
 from llmrec.serving.encoder import Encoder
@@ -44,6 +45,7 @@ class Retrieved:
 
     item_ids: list[str]
     semantic: np.ndarray
+    lexical: np.ndarray  # BM25 of each candidate for the request's lexical text
     vectors: np.ndarray
     titles: list[str]
     attributes: list[dict[str, Any]]
@@ -67,6 +69,8 @@ class Retriever:
         self.items = items_from_catalog(catalog)
         self.scenes = catalog.scenes["scene"].tolist()
         self.indexes = self.load_or_build_indexes(catalog, force=rebuild_index)
+        self.lexical = {scene: LexicalIndex({i: r.render() for i, r in self.items.items() if r.scene == scene}) for scene in self.scenes}
+        self._stale_lexical: set[str] = set()
         self.store = store
         self._lock = threading.RLock()  # held by reads too: a follower thread applies writes
         self._item_seq = 0
@@ -133,6 +137,9 @@ class Retriever:
                 else:
                     self._put(record_from_change(change), fresh.get(change.seq, change.embedding))
                 self._item_seq = change.seq
+            for scene in self._stale_lexical:  # one rebuild per scene per batch of changes
+                self.lexical[scene].rebuild()
+            self._stale_lexical.clear()
             return len(changes)
 
     def _usable(self, change: ItemChange) -> bool:
@@ -146,13 +153,19 @@ class Retriever:
         old = self.items.get(record.item_id)
         if old is not None and old.scene != record.scene:
             self.indexes[old.scene].remove([record.item_id])
+            self.lexical[old.scene].texts.pop(record.item_id, None)
+            self._stale_lexical.add(old.scene)
         self.indexes[record.scene].upsert([record.item_id], vector)
+        self.lexical[record.scene].texts[record.item_id] = record.render()
+        self._stale_lexical.add(record.scene)
         self.items[record.item_id] = record
 
     def _drop(self, item_id: str) -> None:
         record = self.items.pop(item_id, None)
         if record is not None:
             self.indexes[record.scene].remove([item_id])
+            self.lexical[record.scene].texts.pop(item_id, None)
+            self._stale_lexical.add(record.scene)
 
     def check_scene(self, scene: str) -> str:
         if scene not in self.indexes:
@@ -199,21 +212,26 @@ class Retriever:
         excluded: Sequence[str] = (),
         filters: Filters | None = None,
         extra_ids: Sequence[str] = (),
+        text: str = "",
     ) -> Retrieved:
-        """The `n` nearest items of the scene to the vector, plus `extra_ids` (e.g. collaborative
-        candidates) and every item of the filters' shortlist, all passing the exclusions and filters."""
+        """Hybrid retrieval: the `n` nearest items of the scene to the vector, the `n` best BM25 matches
+        of `text`, `extra_ids` (e.g. collaborative candidates) and every item of the filters'
+        shortlist, all passing the exclusions and filters."""
         with self._lock:
             self.sync()
             index = self.indexes[self.check_scene(scene)]
             allow = allow_filter(self.items, excluded, filters or Filters())
             ids = [i for i, _ in index.search(vector, n, allow)] if vector is not None else []
+            lexical = self.lexical[scene]
+            lexical_ids = lexical.search(text, n, allow, self.config.index.max_examined) if text else []
             seen = set(ids)
             shortlist = filters.item_ids if filters is not None else []  # a shortlist is ranked whole
-            ids += [i for i in dict.fromkeys([*extra_ids, *shortlist]) if i not in seen and i in index and allow(i)]
+            ids += [i for i in dict.fromkeys([*lexical_ids, *extra_ids, *shortlist]) if i not in seen and i in index and allow(i)]
             vectors = index.vectors(ids) if ids else np.zeros((0, index.dim), dtype=np.float32)
             titles, attributes = [self.items[i].title for i in ids], [self.items[i].attributes for i in ids]
+            bm25 = lexical.scores(text, ids) if text else np.zeros(len(ids), np.float32)
         semantic = vectors @ np.asarray(vector, dtype=np.float32) if vector is not None else np.zeros(len(ids), dtype=np.float32)
-        return Retrieved(ids, semantic, vectors, titles, attributes)
+        return Retrieved(ids, semantic, bm25, vectors, titles, attributes)
 
     def scene_sizes(self) -> dict[str, int]:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Scene routing: explicit scene > intent scene > nearest scene description > history > default."""
+"""Scene routing: explicit scene > the language model's judgement (a scene, or none of them) >
+nearest scene description > history > default."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from llmrec.errors import NotFoundError, RequestError
 
 @dataclass
 class RouteDecision:
-    scene: str
-    source: str  # "explicit" | "intent" | "embedding" | "history" | "default"
+    scene: str | None  # None: no scene fits the request (source "none_fits")
+    source: str  # "explicit" | "intent" | "none_fits" | "embedding" | "history" | "default"
     scores: dict[str, float] = field(default_factory=dict)
 
 
@@ -46,11 +47,16 @@ class SceneRouter:
         intent_scene: str | None = None,
         query_vector: np.ndarray | None = None,
         history_scenes: Sequence[str] = (),
+        none_fits: bool = False,
     ) -> RouteDecision:
+        """`none_fits`: the language model read the request and found it about none of the scenes (a
+        hotel room, a flight): that is the answer, rather than the nearest scene's items."""
         if explicit:
             return RouteDecision(self.check(explicit), "explicit")
         if intent_scene in self.texts:  # an LLM may name a scene that does not exist: ignore it then
             return RouteDecision(intent_scene, "intent")
+        if none_fits:
+            return RouteDecision(None, "none_fits")
         if query_vector is not None:
             similarity = self.vectors @ np.asarray(query_vector, dtype=np.float32).ravel()
             scores = {s: round(float(v), 4) for s, v in zip(self.scenes, similarity)}

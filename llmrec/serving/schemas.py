@@ -281,8 +281,8 @@ class RecommendedItem(BaseModel):
 
 class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
-    scene: str
-    scene_source: str
+    scene: str | None = Field(description="The scene recommended from; null when no scene fits the request (then `items` is empty).")
+    scene_source: str = Field(description="Why: explicit, intent, none_fits (the language model found the request about none of the scenes), embedding, history, default.")
     scene_scores: dict[str, float] = Field(default_factory=dict, description="Similarity to each scene, when routed by embedding.")
     user_known: bool
     intent: Intent | None = Field(None, description="The parsed free text, when the request had any.")

@@ -30,6 +30,7 @@ from llmrec.serving.schemas import EventIn, Filters, RecommendRequest
 PROFILE_TEXT_EXCLUDE = {"zip_code"}  # identifiers, not taste
 EVENT_RATINGS = {"like": 5.0, "purchase": 5.0, "dislike": 1.0}
 LIKED_TITLES_IN_TEXT = 10
+LIKED_ITEMS_IN_LEXICAL_TEXT = 50
 
 
 @dataclass
@@ -185,6 +186,14 @@ class Users:
         """The user's liked items in the scene (with `engaged`, every item they did not dislike)."""
         ids = context.engaged_ids if engaged else context.positive_ids
         return [i for i in ids if i in self.items and self.items[i].scene == scene]
+
+    def lexical_text(self, scene: str, context: UserContext, query: str | None) -> str:
+        """What BM25 matches: the query, else the text of the user's last liked items in the scene."""
+        if query:
+            return query
+        with self.lock:
+            liked = self.scene_history(scene, context)[-LIKED_ITEMS_IN_LEXICAL_TEXT:]
+            return " ".join(self.items[i].render() for i in liked)
 
     def candidate_ids(self, scene: str, context: UserContext, filters: Filters, has_text: bool) -> list[str]:
         """Collaborative candidates from every item the user engaged with in this scene; with neither text nor

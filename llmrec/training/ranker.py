@@ -65,7 +65,8 @@ def collect(recommender: Recommender, requests: Sequence[RecommendRequest], targ
     for position, (request, context, vector, wanted) in enumerate(zip(requests, contexts, vectors, targets)):
         scene = ranker.router.route(request.scene, None, None, context.history_scenes).scene
         extra = ranker.users.candidate_ids(scene, context, request.filters, vector is not None)
-        retrieved = ranker.retriever.search(scene, vector, ranker.config.rerank.candidates, context.excluded, request.filters, extra)
+        text = ranker.users.lexical_text(scene, context, request.query)
+        retrieved = ranker.retriever.search(scene, vector, ranker.config.rerank.candidates, context.excluded, request.filters, extra, text)
         pool, history, mode = ranker.candidates(scene, request, context, retrieved)
         if not pool:
             continue
@@ -200,8 +201,9 @@ def _by_group(examples: Sequence[Example]) -> dict[tuple[str, str], list[Example
 
 def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: int = 1000, k: int = 10) -> dict[str, Any]:
     """Hold out `users` users' last interactions and serve the rest; fit the blend on half of the
-    held-out users and report NDCG@k of the default and the trained weights on the other half; then
-    save the blend fitted on all of them to `output` (ranker.json, its card included)."""
+    held-out users and compare NDCG@k of the default and the trained weights on the other half; then
+    save the blend fitted on all of them to `output` (ranker.json, its card included), except for the
+    modes where the trained weights lost that comparison: those keep the configured defaults."""
     kept, targets = holdout(catalog.interactions, users)
     scene_of = dict(zip(catalog.items["item_id"], catalog.items["scene"]))
     profiles = {u: {key: v for key, v in json.loads(a).items() if key != "zip_code"} for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
@@ -224,6 +226,7 @@ def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: 
             f"ndcg@{k} default": round(ndcg_of(group, default.signals, default.mmr_lambda, k), 4),
             f"ndcg@{k} trained": round(ndcg_of(group, trained.signals, trained.mmr_lambda, k), 4) if trained else None,
         }
+    kept_defaults = sorted(f"{scene}/{mode}" for scene, modes in report.items() for mode, r in modes.items() if r[f"ndcg@{k} trained"] is None or r[f"ndcg@{k} trained"] < r[f"ndcg@{k} default"])
     card = {
         "catalog": catalog.name,
         "encoder": config.encoder.model,
@@ -231,7 +234,11 @@ def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: 
         "held_out_users": len(set(owners)),
         "k": k,
         "held_out_check": report,
+        "kept_defaults": kept_defaults,
     }
     model = fit_blend(examples, k, card)
+    for name in kept_defaults:  # weights that lost to the defaults on the users they were not fitted on are not served
+        scene, mode = name.split("/")
+        model.scenes.get(scene, {}).pop(mode, None)
     model.save(output)
-    return {"output": str(output), "examples": len(examples), "check": report, "fitted": model.card["fitted"]}
+    return {"output": str(output), "examples": len(examples), "check": report, "fitted": model.card["fitted"], "kept_defaults": kept_defaults}

@@ -64,6 +64,19 @@ def test_slow_intent_parser_falls_back_within_its_budget(demo):
     assert response.degraded == ["intent: gave no answer within 200 ms; routed by embedding with the raw text"]
 
 
+def test_out_of_scope_judged_by_the_model_gets_no_items_and_a_fallback_parse_gets_the_nearest_scene(demo):
+    """The Ranker reads who judged the scene: the model's null means no scene fits; the fallback's
+    null (no model ran) leaves routing to the embedding."""
+    from llmrec.intent.schema import Intent
+
+    request = RecommendRequest(query="book me a hotel room in Rome", k=5)
+    vector = demo.encoder.embed(request.query)
+    judged = asyncio.run(demo.ranker.recommend(request, Intent(scene=None, source="model", query=request.query), vector, None, 5.0))
+    assert (judged.decision.scene, judged.decision.source, judged.items) == (None, "none_fits", [])
+    unjudged = asyncio.run(demo.ranker.recommend(request, Intent(scene=None, source="fallback", query=request.query), vector, None, 5.0))
+    assert unjudged.decision.source == "embedding" and len(unjudged.items) == 5
+
+
 def test_broken_ranking_answers_in_retrieval_order_and_says_so(demo):
     response, _ = run(demo, RecommendRequest(scene="movie", query="animated penguins", k=5), broken={"rank"})
     scores = [i.score for i in response.items]

@@ -37,6 +37,12 @@ def test_intent_scene_is_used_when_known():
     assert (decision.scene, decision.source) == ("books", "intent")
 
 
+def test_a_request_the_language_model_found_about_no_scene_is_answered_as_such():
+    decision = router("books").route(query_vector=VECTORS[0], history_scenes=["movie"], none_fits=True)
+    assert (decision.scene, decision.source) == (None, "none_fits")
+    assert router().route(explicit="music", none_fits=True).scene == "music"  # an explicit scene still wins
+
+
 def test_unknown_intent_scene_is_ignored():
     decision = router().route(intent_scene="podcasts", query_vector=VECTORS[1])
     assert (decision.scene, decision.source) == ("music", "embedding")
