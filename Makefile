@@ -17,11 +17,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[cpu,serve,train,gguf,postgres,eval,dev]'
 	touch $@
 
-# The main job: prepare the demo catalog (movie, music, grocery), then serve the HTTP API on a local
-# Ray at http://127.0.0.1:8000 until Ctrl-C (the first start embeds the catalog, about 5 minutes on
-# 2 cores; later starts reuse the saved indexes). Admin routes need LLMREC_API_KEY set.
+# The main job: prepare the demo catalog (movie, music, grocery) and the intent language model (the
+# packaged Qwen2.5-Coder-0.5B-Instruct, converted once), then serve the HTTP API on a local Ray at
+# http://127.0.0.1:8000 until Ctrl-C (the first start embeds the catalog; later starts reuse the
+# saved indexes and the converted model). Admin routes need LLMREC_API_KEY set.
 run: setup
 	$(BIN)/llmrec data prepare demo
+	$(BIN)/llmrec models prepare qwen2.5-coder-0.5b-instruct
 	$(BIN)/llmrec serve --port $(PORT)
 
 # The tests also run the intent parser's two model backends for real: vllm in its own virtualenv

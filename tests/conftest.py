@@ -22,6 +22,9 @@ TEST_HOME = Path(os.environ.get("LLMREC_TEST_HOME", REPO / ".llmrec" / "test-hom
 os.environ["LLMREC_HOME"] = str(TEST_HOME)
 TEST_API_KEY = "test-admin-key"
 os.environ["LLMREC_API_KEY"] = TEST_API_KEY  # before any Ray starts: replicas inherit the environment
+# The default profile runs the intent LLM; the suite routes free text by embedding except where a test
+# asks for a backend (tests/intent, tests/serving/test_default_profile.py), so it stays within CI's time.
+os.environ.setdefault("LLMREC__INTENT__BACKEND", "none")
 
 ALLOWED_SKIPS = (
     "GPU only:",  # needs a CUDA device; none on the CPU machines

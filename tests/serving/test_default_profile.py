@@ -1,0 +1,54 @@
+"""The default profile as `make run` serves it, in process: the intent LLM on, the shipped blend.
+
+The rest of the suite routes free text by embedding (tests/conftest.py); here the local profile is
+read without that override, so the packaged Qwen2.5-Coder-0.5B-Instruct parses every request."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from llmrec.config import load_config
+from llmrec.serving.recommender import Recommender
+from llmrec.serving.schemas import RecommendRequest
+
+MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+@pytest.fixture(scope="module")
+def default(demo_catalog, encoder, tmp_path_factory):
+    from llmrec.data.assets import models_dir
+
+    if not (models_dir() / MODEL / "config.json").is_file():  # `make test` prepares it, as `make run` does
+        if os.environ.get("VLLM_CPU") == "0":
+            pytest.skip(f"VLLM_CPU=0: the run left out the model backends, and {MODEL} is not prepared")
+        pytest.skip(f"{MODEL} is not prepared (llmrec models prepare {MODEL})")
+    environ = {k: v for k, v in os.environ.items() if k != "LLMREC__INTENT__BACKEND"}
+    config = load_config("local", [f"store.url=sqlite:///{tmp_path_factory.mktemp('default') / 'state.db'}"], environ=environ)
+    assert config.intent.backend == "transformers" and config.rerank.model == "ranker-demo"
+    return Recommender(config, demo_catalog, encoder=encoder)
+
+
+def genres(response) -> list[set[str]]:
+    return [set(item.attributes.get("genres", [])) for item in response.items]
+
+
+def test_the_language_model_parses_free_text_and_routes_it(default):
+    response = default.recommend(RecommendRequest(query="a scary horror film for halloween night", k=10))
+    assert response.intent.source == "model" and (response.scene, response.scene_source) == ("movie", "intent")
+    assert sum("Horror" in g for g in genres(response)) >= 6
+    songs = default.recommend(RecommendRequest(query="songs for a summer road trip", k=5))
+    assert songs.scene == "music" and songs.intent.source == "model" and len(songs.items) == 5
+
+
+def test_a_request_no_scene_fits_is_answered_with_no_items(default):
+    response = default.recommend(RecommendRequest(query="book me a hotel room in Rome for two nights", k=10))
+    assert (response.scene, response.scene_source, response.items) == (None, "none_fits", [])
+    assert response.intent.source == "model" and response.intent.scene is None
+
+
+def test_the_shipped_blend_ranks_known_users(default):
+    weights = default.ranker.blend.weights("movie", "history", True, True)
+    assert weights.trained and weights.signals == default.ranker.blend.trained.scenes["movie"]["history"].signals
+    assert len(default.recommend(RecommendRequest(user_id="1", k=10)).items) == 10
