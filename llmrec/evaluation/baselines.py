@@ -74,6 +74,30 @@ class Popularity(Model):
         return np.tile(self.counts, (len(queries.user_ids), 1))
 
 
+class DemographicPopularity(Model):
+    """Popularity among users who share the profile: the sum over the profile's values of
+    log P(item | value) over training users, add-one smoothed."""
+
+    name = "demographic"
+
+    def fit(self, data: TrainData) -> Model:
+        super().fit(data)
+        self.rates: dict[tuple[str, str], np.ndarray] = {}
+        keys = {(k, str(v)) for profile in data.profiles for k, v in profile.items()}
+        for key, value in keys:
+            rows = [i for i, p in enumerate(data.profiles) if str(p.get(key)) == value]
+            counts = np.asarray(data.matrix[rows].sum(axis=0)).ravel()
+            self.rates[(key, value)] = np.log((counts + 1.0) / (len(rows) + 2.0)).astype(np.float32)
+        return self
+
+    def score(self, queries: Queries) -> np.ndarray:
+        scores = np.zeros((len(queries.user_ids), len(self.data.items.ids)), np.float32)
+        for row, profile in enumerate(queries.profiles):
+            for key, value in profile.items():
+                scores[row] += self.rates.get((key, str(value)), 0.0)
+        return scores
+
+
 class ItemKNN(Model):
     """Item-based kNN: cosine between item columns, each item keeping its `neighbours` closest."""
 

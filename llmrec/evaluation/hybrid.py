@@ -26,6 +26,7 @@ import numpy as np
 
 from llmrec.evaluation.baselines import (
     EASE,
+    DemographicPopularity,
     Embedder,
     ItemKNN,
     Model,
@@ -97,7 +98,7 @@ class Hybrid(Model):
         self.bridge = np.zeros((len(counts), len(counts)), np.float32)
         self.bridge[warm] = neighbours / np.maximum(neighbours.sum(axis=0, keepdims=True), 1e-9)
         self.popularity = self._popularity(data, counts, warm)
-        self.by_attribute = self._attribute_rates(data)
+        self.demographic = DemographicPopularity().fit(data)
         self.daily = self._daily_counts(data)
         return self
 
@@ -138,16 +139,6 @@ class Hybrid(Model):
         coefficients = _ridge(features[warm], log_counts[warm])
         return np.where(warm, log_counts, features @ coefficients).astype(np.float32)
 
-    def _attribute_rates(self, data: TrainData) -> dict[tuple[str, str], np.ndarray]:
-        """log P(item | attribute value) over training users, add-one smoothed, per profile value."""
-        rates = {}
-        keys = {(k, str(v)) for profile in data.profiles for k, v in profile.items()}
-        for key, value in keys:
-            rows = [i for i, p in enumerate(data.profiles) if str(p.get(key)) == value]
-            counts = np.asarray(data.matrix[rows].sum(axis=0)).ravel()
-            rates[(key, value)] = np.log((counts + 1.0) / (len(rows) + 2.0)).astype(np.float32)
-        return rates
-
     def signals(self, queries: Queries, only: set[str] | None = None) -> dict[str, np.ndarray]:
         """Every signal (or those in `only`), z-scored per user over the rankable items."""
         wanted = set(SIGNALS) if only is None else only
@@ -168,17 +159,10 @@ class Hybrid(Model):
         if "popularity" in wanted:
             raw["popularity"] = np.tile(self.popularity, (len(queries.user_ids), 1))
         if "demographic" in wanted:
-            raw["demographic"] = self._demographic(queries)
+            raw["demographic"] = self.demographic.score(queries)
         if "period_popularity" in wanted:
             raw["period_popularity"] = self._period_popularity(queries)
         return {name: _zscore(values, queries.candidates) for name, values in raw.items()}
-
-    def _demographic(self, queries: Queries) -> np.ndarray:
-        scores = np.zeros((len(queries.user_ids), len(self.popularity)), np.float32)
-        for row, profile in enumerate(queries.profiles):
-            for key, value in profile.items():
-                scores[row] += self.by_attribute.get((key, str(value)), 0.0)
-        return scores
 
     def score(self, queries: Queries) -> np.ndarray:
         weights = self.blend_weights.get(queries.name) or {"ease": 1.0, "semantic": 0.5, "popularity": 0.15}

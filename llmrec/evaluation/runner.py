@@ -2,7 +2,7 @@
 
 Model names: `llmrec`, the served recommender (llmrec/evaluation/served.py: the packaged MiniLM,
 or the encoder given with `encoder_dir`, and the cross-encoder given with `reranker_dir`), and the
-baselines: random, popularity, itemknn, ease, bpr, tfidf, zero-shot (the packaged MiniLM),
+baselines: random, popularity, demographic (popularity among users sharing the profile's values), itemknn, ease, bpr, tfidf, zero-shot (the packaged MiniLM),
 finetuned (the encoder given with `encoder_dir`), hybrid-zero-shot and hybrid-finetuned (an
 offline blend of nine signals over that encoder, llmrec/evaluation/hybrid.py), hybrid: whichever
 hybrid variant is best on validation, and hybrid-rerank: that hybrid with its head rescored by the
@@ -21,6 +21,7 @@ from llmrec.errors import LLMRecError
 from llmrec.evaluation.baselines import (
     BPR,
     EASE,
+    DemographicPopularity,
     Embedder,
     EncoderRanker,
     ItemKNN,
@@ -39,6 +40,7 @@ PACKAGED_ENCODER = "all-MiniLM-L6-v2"
 BASELINES: dict[str, type[Model]] = {
     "random": Random,
     "popularity": Popularity,
+    "demographic": DemographicPopularity,
     "itemknn": ItemKNN,
     "ease": EASE,
     "bpr": BPR,

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from llmrec.evaluation.baselines import (
     BPR,
     EASE,
+    DemographicPopularity,
     Embedder,
     EncoderRanker,
     ItemKNN,
@@ -68,6 +69,15 @@ def test_popularity_ranks_by_training_count_and_random_is_seeded():
     queries = _queries([[]], [{0}])
     assert top_k(Popularity().fit(data).score(queries), queries, 2) == [[0, 3]]
     assert np.array_equal(Random().fit(data).score(queries), Random().fit(data).score(queries))
+
+
+def test_demographic_popularity_ranks_what_users_sharing_the_profile_chose():
+    data = _data()
+    queries = _queries([[], []], [{0}, {3}], profiles=[{"gender": "female"}, {"gender": "male"}])
+    ranked = top_k(DemographicPopularity().fit(data).score(queries), queries, 2)
+    assert ranked[0][0] == 0 and ranked[1][0] == 3  # comedies for the women who watched them, dramas for the men
+    unknown = _queries([[]], [{0}], profiles=[{"gender": "other"}])
+    assert not DemographicPopularity().fit(data).score(unknown).any()  # a value nobody shares says nothing
 
 
 def test_ease_matches_its_closed_form():
