@@ -112,9 +112,11 @@ class Popularity:
     def __init__(self, interactions: pd.DataFrame) -> None:
         self.counts: dict[str, int] = interactions["item_id"].value_counts().to_dict()
         self._max = max(self.counts.values(), default=0)
+        self.version = 0  # bumped by every change, so orderings by popularity know when to re-sort
 
     def add(self, item_id: str, n: int = 1) -> None:
         self.counts[item_id] = self.counts.get(item_id, 0) + n
+        self.version += 1
         self._max = max(self._max, self.counts[item_id])
 
     def prior(self, item_id: str) -> float:

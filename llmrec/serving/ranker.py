@@ -118,7 +118,7 @@ class Ranker:
             return Ranked([], decision, context.user_known, "none", run.timings, run.degraded)
         extra = await run.stage(
             "collaborative",
-            lambda: asyncio.to_thread(self.users.candidate_ids, scene, context, request.filters, has_text),
+            lambda: asyncio.to_thread(self.users.candidate_ids, scene, context, request.filters, bool(query) and has_text),
             list,
             "retrieved by text similarity alone",
         )

@@ -102,6 +102,7 @@ class Users:
         self.lock = threading.RLock()  # held by reads too: a follower thread applies writes
         self._item_seq = 0
         self._event_seq = 0
+        self._popular_order: dict[str, tuple[tuple[int, int], list[str]]] = {}
         self.sync()
 
     def _fit_collab(self, catalog: Catalog) -> dict[str, ItemItemModel]:
@@ -195,9 +196,10 @@ class Users:
             liked = self.scene_history(scene, context)[-LIKED_ITEMS_IN_LEXICAL_TEXT:]
             return " ".join(self.items[i].render() for i in liked)
 
-    def candidate_ids(self, scene: str, context: UserContext, filters: Filters, has_text: bool) -> list[str]:
-        """Collaborative candidates from every item the user engaged with in this scene; with neither text nor
-        usable history, the scene's most popular items."""
+    def candidate_ids(self, scene: str, context: UserContext, filters: Filters, text_led: bool) -> list[str]:
+        """Collaborative candidates from every item the user engaged with in this scene, and, unless
+        the request is led by free text that retrieval answers (`text_led`), the scene's most popular
+        items: a user known by a profile or a few clicks is often best served by what is popular."""
         with self.lock:
             n = self.config.rerank.candidates
             allow = allow_filter(self.items, context.excluded, filters)
@@ -212,7 +214,18 @@ class Users:
                     item_id = model.item_ids[position]
                     if allow(item_id) and self.items[item_id].scene == scene:
                         found.append(item_id)
-            if not found and not has_text:
-                in_scene = (i for i, r in self.items.items() if r.scene == scene and allow(i))
-                found = sorted(in_scene, key=lambda i: -self.popularity.counts.get(i, 0))[:n]
+            if not text_led:
+                seen = set(found)
+                popular = [i for i in self._popular(scene) if i not in seen and allow(i)]
+                found += popular[:n]
             return found
+
+    def _popular(self, scene: str) -> list[str]:
+        """The scene's items, most interacted with first (re-sorted only after popularity changed)."""
+        version = (self.popularity.version, len(self.items))
+        cached = self._popular_order.get(scene)
+        if cached is None or cached[0] != version:
+            in_scene = [i for i, r in self.items.items() if r.scene == scene]
+            cached = (version, sorted(in_scene, key=lambda i: -self.popularity.counts.get(i, 0)))
+            self._popular_order[scene] = cached
+        return cached[1]

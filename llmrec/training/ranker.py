@@ -64,7 +64,7 @@ def collect(recommender: Recommender, requests: Sequence[RecommendRequest], targ
     examples = []
     for position, (request, context, vector, wanted) in enumerate(zip(requests, contexts, vectors, targets)):
         scene = ranker.router.route(request.scene, None, None, context.history_scenes).scene
-        extra = ranker.users.candidate_ids(scene, context, request.filters, vector is not None)
+        extra = ranker.users.candidate_ids(scene, context, request.filters, bool(request.query) and vector is not None)
         text = ranker.users.lexical_text(scene, context, request.query)
         retrieved = ranker.retriever.search(scene, vector, ranker.config.rerank.candidates, context.excluded, request.filters, extra, text)
         pool, history, mode = ranker.candidates(scene, request, context, retrieved)
