@@ -111,8 +111,10 @@ class Blend:
         """The scene's trained weights for this kind of request, else the configured defaults (each
         signal's weight counting only when the request has it: text, history)."""
         found = self.trained.scenes.get(scene, {}).get(mode) if self.trained is not None else None
-        if found is not None:
-            return found
+        return found if found is not None else self.defaults(has_text, has_history)
+
+    def defaults(self, has_text: bool, has_history: bool) -> Weights:
+        """The configured weights, each counting only when the request has its signal."""
         defaults = {"semantic": self.config.semantic_weight if has_text else 0.0, "popularity": self.config.popularity_weight}
         if has_history:
             defaults["collaborative"] = self.config.collaborative_weight
@@ -123,12 +125,18 @@ class Blend:
         """The blended score of each candidate, in [0, 1] when the weights are non-negative."""
         return blend_table(np.array([c.signals() for c in candidates], dtype=np.float64).reshape(len(candidates), len(SIGNALS)), weights)
 
-    def rank(self, candidates: list[Candidate], vectors: np.ndarray, k: int, weights: Weights, cross: CrossScores | None = None) -> list[Candidate]:
+    def rank(
+        self, candidates: list[Candidate], vectors: np.ndarray, k: int, weights: Weights, cross: CrossScores | None = None, fallback: Weights | None = None
+    ) -> list[Candidate]:
         """Top-k candidates by maximal marginal relevance over the blended score (its head rescored
-        with `cross` when given)."""
+        with `cross` when given). Trained weights whose signals are all flat over these candidates
+        (e.g. demographic weights for a request with no profile) yield to `fallback`."""
         if not candidates:
             return []
         scores = self.blend(candidates, weights.signals)
+        if fallback is not None and weights.trained and np.ptp(scores) < 1e-12:
+            weights = fallback
+            scores = self.blend(candidates, weights.signals)
         if cross is not None:
             ids = [c.item_id for c in candidates]
             scores = rescore_head(scores, lambda head: cross([ids[i] for i in head]), self.config.cross_weight, self.config.cross_candidates)

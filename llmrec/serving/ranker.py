@@ -147,7 +147,8 @@ class Ranker:
             pool, history, mode = self.candidates(scene, request, context, retrieved)
             has_history = any(c.collaborative or c.engaged or c.bridge for c in pool)
             weights = self.blend.weights(scene, mode, has_text, has_history)
-            ranked = self.blend.rank(pool, retrieved.vectors, k, weights, cross=self._cross_scores(context.text))
+            fallback = self.blend.defaults(has_text, has_history)
+            ranked = self.blend.rank(pool, retrieved.vectors, k, weights, cross=self._cross_scores(context.text), fallback=fallback)
             items = [self._explain(c, request, scene, history, context.has_taste_text) for c in ranked if c.item_id in users.items]
             model = users.collab.get(scene)
             return items, model.method if model is not None else "none"

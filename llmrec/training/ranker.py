@@ -172,8 +172,8 @@ def training_requests(
     kept: pd.DataFrame, targets: pd.DataFrame, profiles: dict[str, dict[str, Any]], scene_of: dict[str, str]
 ) -> tuple[list[RecommendRequest], list[set[str]], list[str]]:
     """Per held-out user and scene: the user by id (history mode), a few first liked items without
-    the id (few mode) and the profile alone (profile mode), each with the same targets; and whose
-    request each is."""
+    the id, with the profile half of the time (few mode), and the profile alone (profile mode), each
+    with the same targets; and whose request each is."""
     requests, wanted, owners = [], [], []
     history = kept.sort_values(["user_id", "timestamp"], kind="stable").groupby("user_id")["item_id"].agg(list).to_dict()
     rng = np.random.default_rng(7)
@@ -182,8 +182,9 @@ def training_requests(
         seen = {"exclude_item_ids": in_scene[:1000]}
         batch = [RecommendRequest(user_id=user, scene=scene)]
         few = in_scene[: int(rng.choice(FEW_STEPS))]
-        if few:
-            batch.append(RecommendRequest(history=few, profile=profiles.get(user, {}), scene=scene, filters=seen))
+        if few:  # half with the profile, half clicks alone
+            profile = profiles.get(user, {}) if rng.random() < 0.5 else {}
+            batch.append(RecommendRequest(history=few, profile=profile, scene=scene, filters=seen))
         if profiles.get(user):
             batch.append(RecommendRequest(profile=profiles[user], scene=scene, filters=seen))
         requests += batch
@@ -213,6 +214,7 @@ def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: 
         local = config.model_copy(deep=True)
         local.store.url = f"sqlite:///{Path(state) / 'state.db'}"
         local.rerank.model = None
+        local.intent.backend = "none"  # the training requests carry no free text
         recommender = Recommender(local, served)
         examples = collect(recommender, requests, wanted)
     checked = set(sorted(set(owners))[1::2])

@@ -174,3 +174,11 @@ def test_rank_passes_the_heads_item_ids_to_the_cross_encoder():
     ranked = Blend(config).rank(pool, random_unit(8), k=4, weights=Blend(config).weights("movie", "profile", True, False), cross=cross)
     assert seen == [["i0", "i1", "i2"]]
     assert [c.item_id for c in ranked] == ["i2", "i0", "i1", "i3"]
+
+
+def test_trained_weights_that_say_nothing_about_the_candidates_yield_to_the_fallback():
+    pool = [Candidate(f"i{n}", semantic=1.0 - n / 10) for n in range(4)]  # no demographic signal: no profile
+    reranker = Blend(RerankConfig(mmr_lambda=1.0))
+    flat = Weights({"demographic": 1.0}, 1.0, True)
+    ranked = reranker.rank(pool, random_unit(4), k=4, weights=flat, fallback=reranker.defaults(True, False))
+    assert [c.item_id for c in ranked] == ["i0", "i1", "i2", "i3"] and ranked[0].score > ranked[-1].score
