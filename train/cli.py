@@ -69,14 +69,14 @@ def cmd_train_ranker(args: argparse.Namespace, config) -> None:
 
     catalog = load_catalog(config.catalog)
     output = Path(args.output) if args.output else llmrec_home() / "models" / f"ranker-{catalog.name}"
-    out = train_ranker(config, catalog, output, users=args.users, k=args.k)
+    out = train_ranker(config, catalog, output, users=args.users, k=args.k, modes=args.modes.split(","))
     default, trained = f"ndcg@{args.k} default", f"ndcg@{args.k} trained"
     lines = [f"trained the blend of {catalog.name} on {out['examples']} requests of held-out users", f"| scene | mode | requests | {default} | {trained} |", "|---|---|---|---|---|"]
     for scene, modes in out["check"].items():
         for mode, r in modes.items():
             lines.append(f"| {scene} | {mode} | {r['examples']} | {r[default]:.4f} | {'not fitted' if r[trained] is None else f'{r[trained]:.4f}'} |")
     if out["kept_defaults"]:
-        lines.append("trained weights lost to the defaults on the checked half, so these keep the defaults: " + ", ".join(out["kept_defaults"]))
+        lines.append("served with the configured defaults (not asked for, or the trained weights lost on the checked half): " + ", ".join(out["kept_defaults"]))
     lines += [f"(half of the held-out users fit, the other half checked; the saved model is fitted on all) → {out['output']}", f"serve it: --set rerank.model={out['output']}"]
     _emit(args, out, "\n".join(lines))
 
@@ -151,6 +151,7 @@ def add_commands(commands, common: argparse.ArgumentParser, index_build: argpars
     p = train.add_parser("ranker", parents=[common], help="learn the served blend's weights per scene from the catalog's interactions (no Ray)")
     p.add_argument("--users", type=int, default=1000, help="users whose last 20%% of interactions are held out as targets")
     p.add_argument("--k", type=int, default=10, help="NDCG@k is what the weights maximise")
+    p.add_argument("--modes", default="history,few,profile", help="request modes whose trained weights are served (the others keep the configured weights)")
     p.add_argument("--output", help="model directory to write (default LLMREC_HOME/models/ranker-CATALOG)")
     p.set_defaults(func=lambda a: cmd_train_ranker(a, config_of(a)))
 

@@ -58,6 +58,10 @@ class Served(Model):
         self.recommender: Recommender | None = None
         self.known_users: set[str] = set()
         self.ids = np.asarray(catalog.items["item_id"].to_numpy(), dtype=object)  # the protocol's columns (catalog_items' order)
+        scenes = catalog.scenes["scene"].tolist()
+        if len(scenes) != 1:
+            raise ValueError(f"a ranking protocol's catalog has one scene; {catalog.name} has {scenes}")
+        self.scene = scenes[0]
         self._state = tempfile.TemporaryDirectory(prefix="llmrec-eval-")
 
     def _start(self, data: TrainData, k: int) -> Recommender:
@@ -96,7 +100,7 @@ class Served(Model):
         out = []
         for row, user in enumerate(queries.user_ids):
             history = [] if user in self.known_users else ids[queries.history[row].indices].tolist()
-            out.append(RecommendRequest(user_id=user, history=history[-500:], scene="movie", k=k, filters={"item_ids": shortlist}))
+            out.append(RecommendRequest(user_id=user, history=history[-500:], scene=self.scene, k=k, filters={"item_ids": shortlist}))
         return out
 
     def score(self, queries: Queries) -> np.ndarray:

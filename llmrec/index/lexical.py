@@ -1,9 +1,9 @@
 """Per-scene BM25 over the items' rendered text (bm25s): the lexical half of hybrid retrieval.
 
-Words the encoder blurs (names, years, rare genres, product codes) match here exactly. The index is
-rebuilt from the scene's texts whenever they change (`rebuild`): bm25s has no incremental update,
-and a rebuild of a few thousand items takes a tenth of a second, so an item added over HTTP is in
-both indexes when the write returns.
+Words the encoder blurs (names, years, rare genres, product codes) match here exactly. bm25s has
+no incremental update, so an index is built whole from a scene's texts and replaced when they
+change (the Retriever builds the new one outside its lock, so searches go on meanwhile, and an
+item written over HTTP is in both indexes when the write returns).
 """
 
 from __future__ import annotations
@@ -23,16 +23,13 @@ def _tokens(texts: Sequence[str]) -> list[list[str]]:
 class LexicalIndex:
     """BM25 scores of one scene's items for a text."""
 
-    def __init__(self, texts: Mapping[str, str]) -> None:
-        self.texts = dict(texts)
-        self.rebuild()
-
-    def rebuild(self) -> None:
-        self.item_ids = list(self.texts)
+    def __init__(self, texts: Mapping[str, str], version: int = 0) -> None:
+        self.version = version  # which state of the scene's texts it was built from
+        self.item_ids = list(texts)
         self.position = {item_id: n for n, item_id in enumerate(self.item_ids)}
         self.bm25 = bm25s.BM25()
         if self.item_ids:
-            self.bm25.index(bm25s.tokenize([self.texts[i] for i in self.item_ids], stopwords="en", show_progress=False), show_progress=False)
+            self.bm25.index(bm25s.tokenize([texts[i] for i in self.item_ids], stopwords="en", show_progress=False), show_progress=False)
 
     def __len__(self) -> int:
         return len(self.item_ids)

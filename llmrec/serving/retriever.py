@@ -69,8 +69,13 @@ class Retriever:
         self.items = items_from_catalog(catalog)
         self.scenes = catalog.scenes["scene"].tolist()
         self.indexes = self.load_or_build_indexes(catalog, force=rebuild_index)
-        self.lexical = {scene: LexicalIndex({i: r.render() for i, r in self.items.items() if r.scene == scene}) for scene in self.scenes}
-        self._stale_lexical: set[str] = set()
+        self._texts: dict[str, dict[str, str]] = {scene: {} for scene in self.scenes}  # what BM25 indexes, kept current under the lock
+        for item_id, record in self.items.items():
+            if record.scene in self._texts:
+                self._texts[record.scene][item_id] = record.render()
+        self._text_versions = dict.fromkeys(self.scenes, 0)
+        self.lexical = {scene: LexicalIndex(texts) for scene, texts in self._texts.items()}
+        self._lexical_lock = threading.Lock()  # one BM25 build swaps in at a time
         self.store = store
         self._lock = threading.RLock()  # held by reads too: a follower thread applies writes
         self._item_seq = 0
@@ -125,47 +130,60 @@ class Retriever:
         return vectors
 
     # ---- writes ---------------------------------------------------------------------------
-    def sync(self) -> int:
-        """Apply every item change in the store not yet seen here (by this or any other process)."""
+    def sync(self, rebuild_lexical: bool = True) -> int:
+        """Apply every item change in the store not yet seen here (by this or any other process); the
+        BM25 index of each changed scene is then rebuilt outside the lock, so searches go on meanwhile.
+        A search syncs with `rebuild_lexical=False`: it never pays for a rebuild, which the write that
+        made the change (or the replica's follower, within a sync interval) does instead."""
         with self._lock:
             changes = self.store.item_changes(self._item_seq)
             stale = [c for c in changes if c.op == "upsert" and not self._usable(c)]
             fresh = dict(zip((c.seq for c in stale), self.encoder.encode([record_from_change(c).render() for c in stale]))) if stale else {}
+            touched: set[str] = set()
             for change in changes:
                 if change.op == "delete":
-                    self._drop(change.item_id)
+                    touched |= self._drop(change.item_id)
                 else:
-                    self._put(record_from_change(change), fresh.get(change.seq, change.embedding))
+                    touched |= self._put(record_from_change(change), fresh.get(change.seq, change.embedding))
                 self._item_seq = change.seq
-            for scene in self._stale_lexical:  # one rebuild per scene per batch of changes
-                self.lexical[scene].rebuild()
-            self._stale_lexical.clear()
-            return len(changes)
+            for scene in touched:
+                self._text_versions[scene] += 1
+            outdated = [s for s in self.scenes if self._text_versions[s] > self.lexical[s].version]
+            snapshots = {scene: (dict(self._texts[scene]), self._text_versions[scene]) for scene in outdated} if rebuild_lexical else {}
+        for scene, (texts, version) in snapshots.items():
+            built = LexicalIndex(texts, version)
+            with self._lexical_lock:
+                if built.version > self.lexical[scene].version:  # a slower build of older texts never replaces a newer one
+                    self.lexical[scene] = built
+        return len(changes)
 
     def _usable(self, change: ItemChange) -> bool:
         dim = next(iter(self.indexes.values())).dim if self.indexes else None
         return change.encoder == self.encoder_id and change.embedding is not None and len(change.embedding) == dim
 
-    def _put(self, record: ItemRecord, vector: np.ndarray) -> None:
+    def _put(self, record: ItemRecord, vector: np.ndarray) -> set[str]:
+        """Index one stored item; returns the scenes whose texts changed."""
         if record.scene not in self.indexes:  # a stored item of a scene this catalog no longer has
             log.warning("skipping stored item %s: scene %r is not in the catalog", record.item_id, record.scene)
-            return
+            return set()
+        touched = {record.scene}
         old = self.items.get(record.item_id)
         if old is not None and old.scene != record.scene:
             self.indexes[old.scene].remove([record.item_id])
-            self.lexical[old.scene].texts.pop(record.item_id, None)
-            self._stale_lexical.add(old.scene)
+            self._texts[old.scene].pop(record.item_id, None)
+            touched.add(old.scene)
         self.indexes[record.scene].upsert([record.item_id], vector)
-        self.lexical[record.scene].texts[record.item_id] = record.render()
-        self._stale_lexical.add(record.scene)
+        self._texts[record.scene][record.item_id] = record.render()
         self.items[record.item_id] = record
+        return touched
 
-    def _drop(self, item_id: str) -> None:
+    def _drop(self, item_id: str) -> set[str]:
         record = self.items.pop(item_id, None)
-        if record is not None:
-            self.indexes[record.scene].remove([item_id])
-            self.lexical[record.scene].texts.pop(item_id, None)
-            self._stale_lexical.add(record.scene)
+        if record is None:
+            return set()
+        self.indexes[record.scene].remove([item_id])
+        self._texts[record.scene].pop(item_id, None)
+        return {record.scene}
 
     def check_scene(self, scene: str) -> str:
         if scene not in self.indexes:
@@ -217,12 +235,12 @@ class Retriever:
         """Hybrid retrieval: the `n` nearest items of the scene to the vector, the `n` best BM25 matches
         of `text`, `extra_ids` (e.g. collaborative candidates) and every item of the filters'
         shortlist, all passing the exclusions and filters."""
+        self.sync(rebuild_lexical=False)
         with self._lock:
-            self.sync()
             index = self.indexes[self.check_scene(scene)]
             allow = allow_filter(self.items, excluded, filters or Filters())
             ids = [i for i, _ in index.search(vector, n, allow)] if vector is not None else []
-            lexical = self.lexical[scene]
+            lexical = self.lexical[scene]  # the scene's latest built BM25 (a rebuild may be under way)
             lexical_ids = lexical.search(text, n, allow, self.config.index.max_examined) if text else []
             seen = set(ids)
             shortlist = filters.item_ids if filters is not None else []  # a shortlist is ranked whole

@@ -200,11 +200,12 @@ def _by_group(examples: Sequence[Example]) -> dict[tuple[str, str], list[Example
     return dict(sorted(groups.items()))
 
 
-def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: int = 1000, k: int = 10) -> dict[str, Any]:
+def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: int = 1000, k: int = 10, modes: Sequence[str] = ("history", "few", "profile")) -> dict[str, Any]:
     """Hold out `users` users' last interactions and serve the rest; fit the blend on half of the
     held-out users and compare NDCG@k of the default and the trained weights on the other half; then
     save the blend fitted on all of them to `output` (ranker.json, its card included), except for the
-    modes where the trained weights lost that comparison: those keep the configured defaults."""
+    modes where the trained weights lost that comparison and those not in `modes`: they keep the
+    configured defaults."""
     kept, targets = holdout(catalog.interactions, users)
     scene_of = dict(zip(catalog.items["item_id"], catalog.items["scene"]))
     profiles = {u: {key: v for key, v in json.loads(a).items() if key != "zip_code"} for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
@@ -228,7 +229,12 @@ def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: 
             f"ndcg@{k} default": round(ndcg_of(group, default.signals, default.mmr_lambda, k), 4),
             f"ndcg@{k} trained": round(ndcg_of(group, trained.signals, trained.mmr_lambda, k), 4) if trained else None,
         }
-    kept_defaults = sorted(f"{scene}/{mode}" for scene, modes in report.items() for mode, r in modes.items() if r[f"ndcg@{k} trained"] is None or r[f"ndcg@{k} trained"] < r[f"ndcg@{k} default"])
+    kept_defaults = sorted(
+        f"{scene}/{mode}"
+        for scene, checked in report.items()
+        for mode, r in checked.items()
+        if mode not in modes or r[f"ndcg@{k} trained"] is None or r[f"ndcg@{k} trained"] < r[f"ndcg@{k} default"]
+    )
     card = {
         "catalog": catalog.name,
         "encoder": config.encoder.model,
@@ -239,7 +245,7 @@ def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: 
         "kept_defaults": kept_defaults,
     }
     model = fit_blend(examples, k, card)
-    for name in kept_defaults:  # weights that lost to the defaults on the users they were not fitted on are not served
+    for name in kept_defaults:  # weights not asked for, or that lost to the defaults on the users they were not fitted on, are not served
         scene, mode = name.split("/")
         model.scenes.get(scene, {}).pop(mode, None)
     model.save(output)
