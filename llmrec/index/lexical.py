@@ -34,25 +34,33 @@ class LexicalIndex:
     def __len__(self) -> int:
         return len(self.item_ids)
 
-    def _all_scores(self, text: str) -> np.ndarray:
+    def query(self, text: str) -> LexicalMatch:
+        """The text's BM25 score of every item, computed once per request."""
         if not self.item_ids or not text:
-            return np.zeros(len(self.item_ids), np.float32)
-        query = _tokens([text[:MAX_QUERY_CHARS]])[0]
-        return np.asarray(self.bm25.get_scores(query), dtype=np.float32) if query else np.zeros(len(self.item_ids), np.float32)
+            return LexicalMatch(self, np.zeros(len(self.item_ids), np.float32))
+        tokens = _tokens([text[:MAX_QUERY_CHARS]])[0]
+        every = np.asarray(self.bm25.get_scores(tokens), dtype=np.float32) if tokens else np.zeros(len(self.item_ids), np.float32)
+        return LexicalMatch(self, every)
 
-    def scores(self, text: str, item_ids: Sequence[str]) -> np.ndarray:
+
+class LexicalMatch:
+    """One text's BM25 scores over a scene: its best matches, and the score of any item."""
+
+    def __init__(self, index: LexicalIndex, every: np.ndarray) -> None:
+        self.index, self.every = index, every
+
+    def scores(self, item_ids: Sequence[str]) -> np.ndarray:
         """BM25 of each item for the text (0 for items not in the index)."""
-        every = self._all_scores(text)
-        return np.array([every[self.position[i]] if i in self.position else 0.0 for i in item_ids], dtype=np.float32)
+        position = self.index.position
+        return np.array([self.every[position[i]] if i in position else 0.0 for i in item_ids], dtype=np.float32)
 
-    def search(self, text: str, n: int, allow: Callable[[str], bool], max_examined: int) -> list[str]:
+    def top(self, n: int, allow: Callable[[str], bool], max_examined: int) -> list[str]:
         """The `n` best-matching items that `allow` accepts, among the best `max_examined` (or n) with a positive score."""
-        every = self._all_scores(text)
-        found = []
+        every, found = self.every, []
         for examined, position in enumerate(np.argsort(-every, kind="stable")):
             if len(found) >= n or every[position] <= 0 or examined >= max(n, max_examined):
                 break
-            item_id = self.item_ids[position]
+            item_id = self.index.item_ids[position]
             if allow(item_id):
                 found.append(item_id)
         return found

@@ -240,14 +240,14 @@ class Retriever:
             index = self.indexes[self.check_scene(scene)]
             allow = allow_filter(self.items, excluded, filters or Filters())
             ids = [i for i, _ in index.search(vector, n, allow)] if vector is not None else []
-            lexical = self.lexical[scene]  # the scene's latest built BM25 (a rebuild may be under way)
-            lexical_ids = lexical.search(text, n, allow, self.config.index.max_examined) if text else []
+            match = self.lexical[scene].query(text)  # the scene's latest built BM25 (a rebuild may be under way)
+            lexical_ids = match.top(n, allow, self.config.index.max_examined) if text else []
             seen = set(ids)
             shortlist = filters.item_ids if filters is not None else []  # a shortlist is ranked whole
             ids += [i for i in dict.fromkeys([*lexical_ids, *extra_ids, *shortlist]) if i not in seen and i in index and allow(i)]
             vectors = index.vectors(ids) if ids else np.zeros((0, index.dim), dtype=np.float32)
             titles, attributes = [self.items[i].title for i in ids], [self.items[i].attributes for i in ids]
-            bm25 = lexical.scores(text, ids) if text else np.zeros(len(ids), np.float32)
+            bm25 = match.scores(ids)
         semantic = vectors @ np.asarray(vector, dtype=np.float32) if vector is not None else np.zeros(len(ids), dtype=np.float32)
         return Retrieved(ids, semantic, bm25, vectors, titles, attributes)
 

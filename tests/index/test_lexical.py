@@ -16,11 +16,12 @@ def test_bm25_ranks_the_items_that_share_the_rare_words_first():
             "c": "Movie: Casino. Genres: Crime, Drama.",
         }
     )
-    assert index.search("a crime thriller", 3, lambda i: True, 100) == ["a", "c"]  # "b" shares no word: not returned
-    assert index.search("a crime thriller", 3, lambda i: i != "a", 100) == ["c"]
-    scores = index.scores("crime thriller", ["a", "b", "c", "unknown"])
+    match = index.query("a crime thriller")
+    assert match.top(3, lambda i: True, 100) == ["a", "c"]  # "b" shares no word: not returned
+    assert match.top(3, lambda i: i != "a", 100) == ["c"]
+    scores = match.scores(["a", "b", "c", "unknown"])
     assert scores[0] > scores[2] > 0 and scores[1] == 0 and scores[3] == 0
-    assert index.search("", 3, lambda i: True, 100) == [] and not np.any(index.scores("", ["a"]))
+    assert index.query("").top(3, lambda i: True, 100) == [] and not np.any(index.query("").scores(["a"]))
 
 
 def test_an_added_item_is_found_by_its_words_at_once_and_a_removed_one_never(demo):
