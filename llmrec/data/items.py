@@ -60,11 +60,22 @@ def record_from_change(change: ItemChange) -> ItemRecord:
 
 
 def _comparable(value: Any) -> Any:
-    """Numbers compare as numbers (10 == 10.0), everything else as lower-case text (`compile_filters`
+    """Numbers compare as numbers (10 == 10.0), everything else as lower-case text (`_shares`
     inlines the plain-string case)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return str(value).lower()
+
+
+def _value_sets(attributes: dict[str, Any]) -> list[tuple[str, frozenset[Any]]]:
+    return [(key, frozenset(_comparable(v) for v in (values if isinstance(values, list) else [values]))) for key, values in attributes.items()]
+
+
+def _shares(have: Any, values: frozenset[Any]) -> bool:
+    """The item's attribute value is one of `values` (a list attribute: any of its values is)."""
+    if have is None:
+        return False
+    return any((value.lower() if type(value) is str else _comparable(value)) in values for value in (have if isinstance(have, list) else [have]))
 
 
 def compile_filters(filters: Filters) -> Callable[[dict[str, Any]], bool] | None:
@@ -73,26 +84,18 @@ def compile_filters(filters: Filters) -> Callable[[dict[str, Any]], bool] | None
     The wanted values are lower-cased into sets once, here; matching an item then costs a set
     lookup per attribute value it has, whatever the number of wanted values.
     """
-    wanted = [
-        (key, frozenset(_comparable(v) for v in (values if isinstance(values, list) else [values])))
-        for key, values in filters.attributes.items()
-    ]
+    wanted = _value_sets(filters.attributes)
+    unwanted = _value_sets(filters.exclude_attributes)
     ranges = [(key, bounds.min, bounds.max) for key, bounds in filters.ranges.items()]
-    if not wanted and not ranges:
+    if not wanted and not unwanted and not ranges:
         return None
 
     def matches(attributes: dict[str, Any]) -> bool:
         for key, accepted in wanted:
-            have = attributes.get(key)
-            if have is None:
+            if not _shares(attributes.get(key), accepted):
                 return False
-            if isinstance(have, list):
-                for value in have:
-                    if (value.lower() if type(value) is str else _comparable(value)) in accepted:
-                        break
-                else:
-                    return False
-            elif (have.lower() if type(have) is str else _comparable(have)) not in accepted:
+        for key, refused in unwanted:
+            if _shares(attributes.get(key), refused):
                 return False
         for key, low, high in ranges:
             value = attributes.get(key)

@@ -22,7 +22,8 @@ import numpy as np
 from llmrec.errors import LLMRecError
 from llmrec.intent.parser import IntentParser, ParseResult
 from llmrec.intent.repair import canonical_language
-from llmrec.intent.schema import Intent, fallback_intent
+from llmrec.intent.rules import fallback_intent
+from llmrec.intent.schema import Intent
 
 CONSTRAINT_FIELDS = ("year_min", "year_max", "price_min", "price_max", "language", "mood")
 

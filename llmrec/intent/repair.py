@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from llmrec.intent.rules import rule_constraints
+from llmrec.intent.rules import ordered, rule_constraints, rule_exclusions
 from llmrec.intent.schema import (
     MAX_PRICE,
     MAX_QUERY_CHARS,
@@ -172,10 +172,7 @@ def coerce_intent(data: dict[str, Any] | None, scenes: Sequence[str], text: str,
         constraints = {k: v for k, v in constraints.items() if not k.startswith("year")}
     if any(k.startswith("price") for k in ruled):
         constraints = {k: v for k, v in constraints.items() if not k.startswith("price")}
-    constraints.update(ruled)
-    for low, high in (("year_min", "year_max"), ("price_min", "price_max")):
-        if low in constraints and high in constraints and constraints[low] > constraints[high]:
-            constraints[low], constraints[high] = constraints[high], constraints[low]
+    constraints = ordered({**constraints, **ruled})
     language = raw_constraints.get("language")
     if isinstance(language, str):
         language = canonical_language(clean_text(language)[:40])
@@ -188,7 +185,7 @@ def coerce_intent(data: dict[str, Any] | None, scenes: Sequence[str], text: str,
         scene=scene,
         keywords=_terms(data.get("keywords")),
         include=_terms(data.get("include")),
-        exclude=_terms(data.get("exclude")),
+        exclude=list(dict.fromkeys([*_terms(data.get("exclude")), *rule_exclusions(text)]))[:MAX_TERMS],
         constraints=Constraints(**constraints),
         query=clean_text(text)[:MAX_QUERY_CHARS],
         source=source,

@@ -1,4 +1,6 @@
-"""Years and prices stated in the text (English and Chinese), read by rules, not by the model."""
+"""What the text states outright, read by rules, not by the model: years and prices (English and
+Chinese) and the categories ruled out ("no horror", English). Without a model, or when it is too
+slow, these rules are the whole intent (`fallback_intent`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,10 @@ import re
 from typing import Any
 
 from llmrec.intent.schema import (
+    MAX_QUERY_CHARS,
+    MAX_TERMS,
+    Constraints,
+    Intent,
     normalize_text,
 )
 
@@ -97,3 +103,40 @@ def rule_constraints(text: str) -> dict[str, Any]:
         if lower:
             out["price_min"] = _amount(lower, 1) if (lower.group(1) or lower.group(2)) else _amount(lower, 3)
     return {key: value for key, value in out.items() if math.isfinite(value)}  # "under 999...9 (400 digits) dollars" is not a price
+
+
+# --- categories ruled out: "no horror", "not a musical", "without romance", "anything but sci-fi" --
+_NEGATION = re.compile(
+    r"\b(?:no|not|without|except|excluding|anything but|nothing|avoid|skip|(?:don't|do not|dont) (?:want|like))\s+"
+    r"(?:(?:a|an|the|any|more|too much)\s+)?([a-z][a-z'-]{1,24})(?:\s+([a-z][a-z'-]{1,24}))?"
+)
+_NOT_CATEGORIES = {
+    "more", "than", "older", "newer", "later", "earlier", "too", "very", "so", "one", "ones", "much", "many", "idea", "sure", "matter",
+    "movie", "movies", "film", "films", "song", "songs", "track", "tracks", "thing", "things", "stuff", "please",
+}
+
+
+def rule_exclusions(text: str) -> list[str]:
+    """Words the text rules out ("no romantic comedies" → romantic, comedies): the serving side keeps
+    those that name one of the scene's categories (llmrec/serving/understanding.py)."""
+    low = normalize_text(text[:RULE_SCAN_CHARS])[:RULE_SCAN_CHARS]
+    out: list[str] = []
+    for match in _NEGATION.finditer(low):
+        for word in match.groups():
+            if word and word not in _NOT_CATEGORIES and word not in out:
+                out.append(word)
+    return out[:MAX_TERMS]
+
+
+def fallback_intent(text: str) -> Intent:
+    """The intent without a model: the raw text as the query, and what the rules read in it."""
+    constraints = ordered(rule_constraints(text))
+    return Intent(query=text.strip()[:MAX_QUERY_CHARS], exclude=rule_exclusions(text), constraints=Constraints(**constraints), source="fallback")
+
+
+def ordered(constraints: dict[str, Any]) -> dict[str, Any]:
+    """Bounds given the wrong way round ("after 2000, before 1990") are swapped, not refused."""
+    for low, high in (("year_min", "year_max"), ("price_min", "price_max")):
+        if low in constraints and high in constraints and constraints[low] > constraints[high]:
+            constraints[low], constraints[high] = constraints[high], constraints[low]
+    return constraints

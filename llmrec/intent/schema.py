@@ -50,10 +50,6 @@ def clean_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def fallback_intent(text: str) -> Intent:
-    return Intent(query=text.strip()[:MAX_QUERY_CHARS], source="fallback")
-
-
 def normalize_text(text: str) -> str:
     """The cache key: NFKC, lower case, whitespace collapsed."""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()

@@ -17,7 +17,8 @@ from typing import Any
 
 from llmrec.config import PipelineConfig
 from llmrec.errors import RequestError
-from llmrec.intent.schema import Intent, fallback_intent
+from llmrec.intent.rules import fallback_intent
+from llmrec.intent.schema import Intent
 from llmrec.serving.budget import Observer, RequestClock, Retryable
 from llmrec.serving.schemas import RecommendRequest, RecommendResponse
 

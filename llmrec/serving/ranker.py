@@ -32,6 +32,7 @@ from llmrec.serving.retriever import Retrieved, Retriever
 from llmrec.serving.router import RouteDecision, SceneRouter, scene_texts
 from llmrec.serving.schemas import EventIn, ItemIn, RecommendedItem, RecommendRequest
 from llmrec.serving.signals import SceneSignals
+from llmrec.serving.understanding import Understood
 from llmrec.serving.users import UserContext, Users
 
 log = logging.getLogger(__name__)
@@ -116,17 +117,26 @@ class Ranker:
         scene = decision.scene
         if scene is None:  # nothing in the catalog fits: say so, with no items
             return Ranked([], decision, context.user_known, "none", run.timings, run.degraded)
+        understood = await run.stage(
+            "understand",
+            lambda: asyncio.to_thread(self.users.understand, scene, request, intent),
+            lambda: Understood(request.filters, [], query or ""),
+            "ignored the years, exclusions and titles the request names",
+        )
+        filters = understood.filters
+        if understood.references:
+            context = self.users.with_references(context, understood.references)
+            vector = self.retriever.toward(scene, vector, understood.references)
         extra = await run.stage(
             "collaborative",
-            lambda: asyncio.to_thread(self.users.candidate_ids, scene, context, request.filters, bool(query) and has_text),
+            lambda: asyncio.to_thread(self.users.candidate_ids, scene, context, filters, bool(query) and has_text),
             list,
             "retrieved by text similarity alone",
         )
+        lexical = self.users.lexical_text(scene, context, understood.lexical_query if query else None)
         retrieved = await run.stage(
             "retrieve",
-            lambda: asyncio.to_thread(
-                self.retriever.search, scene, vector, self.config.rerank.candidates, context.excluded, request.filters, extra, self.users.lexical_text(scene, context, query)
-            ),
+            lambda: asyncio.to_thread(self.retriever.search, scene, vector, self.config.rerank.candidates, context.excluded, filters, extra, lexical),
         )
         items, collaborative = await run.stage(
             "rank",

@@ -251,6 +251,17 @@ class Retriever:
         semantic = vectors @ np.asarray(vector, dtype=np.float32) if vector is not None else np.zeros(len(ids), dtype=np.float32)
         return Retrieved(ids, semantic, bm25, vectors, titles, attributes)
 
+    def toward(self, scene: str, vector: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray | None:
+        """The query's vector moved to the named items' mean ("like Se7en" searches near Seven), normalised."""
+        with self._lock:
+            index = self.indexes[self.check_scene(scene)]
+            ids = [i for i in item_ids if i in index]
+            if not ids:
+                return vector
+            target = index.vectors(ids).mean(axis=0)
+        combined = target if vector is None else np.asarray(vector, dtype=np.float32).ravel() + target
+        return (combined / (np.linalg.norm(combined) or 1.0)).astype(np.float32)
+
     def scene_sizes(self) -> dict[str, int]:
         with self._lock:
             return {s: len(i) for s, i in self.indexes.items()}

@@ -9,7 +9,7 @@ one request causes is bounded and nothing reaches the store or the filters that 
 | `user_id` | 200 characters; `item_id` (history, exclusions, items, events) 300; `scene` 100; no control characters |
 | `history` | 500 item ids |
 | `profile` | 50 entries; keys 100 characters; values a string (200 characters), number or boolean |
-| `filters.attributes` | 20 keys (100 characters each); 100 values per key; each a string (200 characters), number or boolean |
+| `filters.attributes`, `filters.exclude_attributes` | 20 keys (100 characters each); 100 values per key; each a string (200 characters), number or boolean |
 | `filters.ranges` | 20 ranges; `min`/`max` finite numbers |
 | `filters.exclude_item_ids` | 1,000 item ids |
 | `filters.item_ids` (a shortlist to rank) | 1,000 item ids |
@@ -129,11 +129,15 @@ class Filters(_Model):
         description=f"Item attribute equals the value, or shares one with the list (e.g. genres): at most {MAX_FILTER_KEYS} keys, "
         f"{MAX_FILTER_VALUES} values per key.",
     )
+    exclude_attributes: dict[Key, Scalar | list[Scalar]] = Field(
+        default_factory=dict,
+        description="Item attribute equals none of the values, and shares none with a list (e.g. genres not wanted): the same caps as `attributes`.",
+    )
     ranges: dict[Key, Range] = Field(
         default_factory=dict, max_length=MAX_RANGES, description=f"Numeric attribute within [min, max], e.g. year: at most {MAX_RANGES}."
     )
 
-    @field_validator("attributes", mode="before")
+    @field_validator("attributes", "exclude_attributes", mode="before")
     @classmethod
     def _bounded_attributes(cls, value: Any) -> Any:
         """Counted before anything is validated: a 20,000-value list is refused at once."""

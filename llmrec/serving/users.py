@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,8 +24,10 @@ from llmrec.data.items import allow_filter, items_from_catalog, record_from_chan
 from llmrec.data.store import EventRecord, Store
 from llmrec.data.text import render_user
 from llmrec.errors import NotFoundError, RequestError
+from llmrec.intent.schema import Intent
 from llmrec.serving.collaborative import ItemItemModel, Popularity
 from llmrec.serving.schemas import EventIn, Filters, RecommendRequest
+from llmrec.serving.understanding import SceneFacts, Understood, understand
 
 PROFILE_TEXT_EXCLUDE = {"zip_code"}  # identifiers, not taste
 EVENT_RATINGS = {"like": 5.0, "purchase": 5.0, "dislike": 1.0}
@@ -103,6 +105,7 @@ class Users:
         self._item_seq = 0
         self._event_seq = 0
         self._popular_order: dict[str, tuple[tuple[int, int], list[str]]] = {}
+        self._facts: dict[str, tuple[tuple[int, int], SceneFacts]] = {}
         self.sync()
 
     def _fit_collab(self, catalog: Catalog) -> dict[str, ItemItemModel]:
@@ -187,6 +190,26 @@ class Users:
         """The user's liked items in the scene (with `engaged`, every item they did not dislike)."""
         ids = context.engaged_ids if engaged else context.positive_ids
         return [i for i in ids if i in self.items and self.items[i].scene == scene]
+
+    def understand(self, scene: str, request: RecommendRequest, intent: Intent | None) -> Understood:
+        """The request's years, exclusions and named items applied to the scene (understanding.py)."""
+        with self.lock:
+            version = (self._item_seq, len(self.items))
+            cached = self._facts.get(scene)
+            if cached is None or cached[0] != version:
+                cached = (version, SceneFacts.of(r for r in self.items.values() if r.scene == scene))
+                self._facts[scene] = cached
+            return understand(cached[1], request.filters, intent, request.query or "", self.popularity.counts)
+
+    @staticmethod
+    def with_references(context: UserContext, references: list[str]) -> UserContext:
+        """The items a request names count as liked (collaborative signals read them) and are not recommended."""
+        return replace(
+            context,
+            positive_ids=[*context.positive_ids, *references],
+            engaged_ids=[*context.engaged_ids, *references],
+            excluded=[*context.excluded, *references],
+        )
 
     def lexical_text(self, scene: str, context: UserContext, query: str | None) -> str:
         """What BM25 matches: the query, else the text of the user's last liked items in the scene."""

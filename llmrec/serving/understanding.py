@@ -1,0 +1,172 @@
+"""The parsed request applied to the routed scene: what the intent says becomes filters and references.
+
+- years and prices stated in the request (the intent's constraints) → `filters.ranges` on the
+  scene's `year` and `price` attributes, where its items carry them; a range the request sets
+  itself wins;
+- categories ruled out ("no horror", the intent's `exclude`) → `filters.exclude_attributes` on the
+  scene's list attributes (genres) whose values they name;
+- an item the request names ("a thriller like Se7en") → a reference: it is never recommended, its
+  vector joins the query's, and it counts as liked, so the collaborative signals answer "people
+  who liked Seven (Se7en) also liked this".
+
+A scene's titles and categories are read from its items once per change of the item table.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from llmrec.data.items import ItemRecord
+from llmrec.intent.schema import Intent
+from llmrec.serving.schemas import Filters, Range
+
+CONSTRAINT_RANGES = {"year": ("year_min", "year_max"), "price": ("price_min", "price_max")}
+MAX_REFERENCES = 3
+MAX_TITLE_WORDS = 10
+MAX_CATEGORY_VALUES = 200  # a list attribute with more distinct values is not a set of categories
+PREFIX = 5  # "romantic" names Romance, "comedies" Comedy: the first letters agree
+
+# Words of a title or a request; CJK characters are not part of one ("像Se7en那样" names Se7en).
+_WORD = re.compile(r"[^\W_\u3000-\u9fff\uac00-\ud7af]+")
+_ARTICLES = {"the", "a", "an"}
+_TRIGGER = re.compile(
+    r"\b(?:like|similar to|such as|in the vein of|reminds? me of|along the lines of|the likes of|same as|as good as)\b|像|类似于?",
+    re.IGNORECASE,
+)
+# "I'd like", "movies you like": "like" as a verb names no item
+_VERB_SUBJECTS = {"i", "d", "we", "you", "they", "he", "she", "would", "really", "also", "might", "do", "dont", "don", "t", "to", "should", "could"}
+_PREVIOUS_WORD = re.compile(r"(\w+)\W*$")
+
+
+def _words(text: str) -> list[re.Match[str]]:
+    return list(_WORD.finditer(unicodedata.normalize("NFKC", text)))
+
+
+def title_keys(title: str) -> list[str]:
+    """The ways a request may write a title: "Seven (Se7en)" → "seven", "se7en"; "Seventh Seal, The
+    (Sjunde inseglet, Det)" → "seventh seal", "sjunde inseglet det"; leading articles dropped."""
+    main = re.sub(r"\s*\([^)]*\)", "", title)
+    out = []
+    for part in [main, *re.findall(r"\(([^)]*)\)", title)]:
+        words = [m.group().lower() for m in _words(part)]
+        if words and words[0] in _ARTICLES:
+            words = words[1:]
+        if len(words) >= 2 and words[-1] in _ARTICLES and "," in part:
+            words = words[:-1]
+        if words:
+            out.append(" ".join(words))
+    return out
+
+
+def _names(term: str, value: str) -> bool:
+    return term == value or term.rstrip("s") == value or (len(term) >= PREFIX and len(value) >= PREFIX and term[:PREFIX] == value[:PREFIX])
+
+
+@dataclass
+class SceneFacts:
+    """What a request can name in one scene."""
+
+    titles: dict[str, list[str]] = field(default_factory=dict)  # title key → item ids
+    numeric: set[str] = field(default_factory=set)  # attributes that hold numbers (year, price)
+    categories: dict[str, set[str]] = field(default_factory=dict)  # list attribute → its values
+
+    @classmethod
+    def of(cls, records: Iterable[ItemRecord]) -> SceneFacts:
+        titles: dict[str, list[str]] = defaultdict(list)
+        numeric: set[str] = set()
+        categories: dict[str, set[str]] = defaultdict(set)
+        for record in records:
+            for key in title_keys(record.title):
+                titles[key].append(record.item_id)
+            for name, value in record.attributes.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    numeric.add(name)
+                elif isinstance(value, list):
+                    categories[name].update(v for v in value if isinstance(v, str))
+        kept = {name: values for name, values in categories.items() if 0 < len(values) <= MAX_CATEGORY_VALUES}
+        return cls(dict(titles), numeric, kept)
+
+    def categories_named(self, terms: Iterable[str]) -> dict[str, list[str]]:
+        """The category values the terms name, per attribute ("comedies" → genres: Comedy)."""
+        out: dict[str, list[str]] = defaultdict(list)
+        for term in terms:
+            term = term.lower().strip()
+            for name, values in self.categories.items():
+                for value in values:
+                    if _names(term, value.lower()) and value not in out[name]:
+                        out[name].append(value)
+        return dict(out)
+
+    def references(self, query: str) -> list[tuple[list[str], tuple[int, int]]]:
+        """The items the query names after "like", "similar to", ... : for each, the ids of the
+        items with that title, and where the title stands in the query. The longest title wins; a
+        one-word title counts only when written with a capital or quoted (Heat, "heat", not heat)."""
+        text = unicodedata.normalize("NFKC", query)
+        found: list[tuple[list[str], tuple[int, int]]] = []
+        for trigger in _TRIGGER.finditer(text):
+            if len(found) >= MAX_REFERENCES:
+                break
+            if trigger.group().lower() == "like":
+                before = _PREVIOUS_WORD.search(text[: trigger.start()])
+                if before and before.group(1).lower() in _VERB_SUBJECTS:
+                    continue
+            words = list(_WORD.finditer(text, trigger.end()))[: MAX_TITLE_WORDS + 1]
+            if not words or text[trigger.end() : words[0].start()].strip(" \"'“‘《「") != "":
+                continue  # the title must follow the trigger directly
+            if words[0].group().lower() in _ARTICLES:
+                words = words[1:]
+            for n in range(min(len(words), MAX_TITLE_WORDS), 0, -1):
+                key = " ".join(w.group().lower() for w in words[:n])
+                ids = self.titles.get(key)
+                if not ids:
+                    continue
+                first = words[0]
+                if n == 1 and not (first.group()[0].isupper() or first.group()[0].isdigit() or text[first.start() - 1 : first.start()] in "\"'“‘《「"):
+                    continue
+                if n == 1 and len(key) < 3:
+                    continue
+                found.append((ids, (first.start(), words[n - 1].end())))
+                break
+        return found
+
+
+@dataclass
+class Understood:
+    """The request as the scene's retrieval and ranking take it."""
+
+    filters: Filters
+    references: list[str]  # ids of the items the request named
+    lexical_query: str  # the query without the named titles (BM25 would match their words)
+
+
+def understand(facts: SceneFacts, filters: Filters, intent: Intent | None, query: str, popularity: Mapping[str, int]) -> Understood:
+    """Apply the intent to the scene: ranges, exclusions and references (of several items with
+    one title, the most interacted with)."""
+    if intent is None and not query:
+        return Understood(filters, [], query)
+    update: dict = {}
+    if intent is not None:
+        ranges = dict(filters.ranges)
+        constraints = intent.constraints
+        for attribute, (low, high) in CONSTRAINT_RANGES.items():
+            bounds = getattr(constraints, low), getattr(constraints, high)
+            if attribute in facts.numeric and attribute not in ranges and bounds != (None, None):
+                ranges[attribute] = Range(min=bounds[0], max=bounds[1])
+        if ranges != filters.ranges:
+            update["ranges"] = ranges
+        excluded = dict(filters.exclude_attributes)
+        for attribute, values in facts.categories_named(intent.exclude).items():
+            have = excluded.get(attribute, [])
+            excluded[attribute] = list(dict.fromkeys([*(have if isinstance(have, list) else [have]), *values]))
+        if excluded != filters.exclude_attributes:
+            update["exclude_attributes"] = excluded
+    references: list[str] = []
+    lexical = unicodedata.normalize("NFKC", query)  # the text the spans index
+    for ids, (start, end) in reversed(facts.references(query)) if query else []:
+        references.insert(0, max(ids, key=lambda i: popularity.get(i, 0)))
+        lexical = lexical[:start] + lexical[end:]
+    return Understood(filters.model_copy(update=update) if update else filters, list(dict.fromkeys(references)), lexical.strip())

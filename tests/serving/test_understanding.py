@@ -1,0 +1,102 @@
+"""The parsed request shapes the answer: stated years filter, ruled-out genres are left out, and a
+named item ("like Se7en") leads to what is similar to it, never to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmrec.data.items import ItemRecord, allow_filter
+from llmrec.intent.rules import fallback_intent, rule_exclusions
+from llmrec.serving.schemas import Filters, Range, RecommendRequest
+from llmrec.serving.understanding import SceneFacts, title_keys, understand
+
+MOVIES = [
+    ItemRecord("Seven (Se7en) (1995)", "movie", "Seven (Se7en)", attributes={"genres": ["Crime", "Thriller"], "year": 1995}),
+    ItemRecord("Godfather, The (1972)", "movie", "The Godfather", attributes={"genres": ["Action", "Crime", "Drama"], "year": 1972}),
+    ItemRecord("Heat (1995)", "movie", "Heat", attributes={"genres": ["Action", "Crime", "Thriller"], "year": 1995}),
+    ItemRecord("Hamlet (1990)", "movie", "Hamlet", attributes={"genres": ["Drama"], "year": 1990}),
+    ItemRecord("Hamlet (1996)", "movie", "Hamlet", attributes={"genres": ["Drama"], "year": 1996}),
+    ItemRecord("Sense and Sensibility (1995)", "movie", "Sense and Sensibility", attributes={"genres": ["Drama", "Romance"], "year": 1995}),
+]
+FACTS = SceneFacts.of(MOVIES)
+
+
+def named(query: str) -> list[list[str]]:
+    return [ids for ids, _ in FACTS.references(query)]
+
+
+def test_titles_are_known_by_their_main_and_alternative_names_without_articles():
+    assert title_keys("Seven (Se7en)") == ["seven", "se7en"]
+    assert title_keys("Seventh Seal, The (Sjunde inseglet, Det)") == ["seventh seal", "sjunde inseglet det"]
+    assert title_keys("The Godfather") == ["godfather"]
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("a thriller like Se7en but from the 90s", [["Seven (Se7en) (1995)"]]),
+        ("movies like The Godfather", [["Godfather, The (1972)"]]),
+        ("something similar to sense and sensibility", [["Sense and Sensibility (1995)"]]),
+        ('films such as "heat"', [["Heat (1995)"]]),
+        ("像Se7en那样的电影", [["Seven (Se7en) (1995)"]]),
+        ("like Heat or like Seven", [["Heat (1995)"], ["Seven (Se7en) (1995)"]]),
+    ],
+)
+def test_a_request_names_a_catalog_item_after_like_or_similar_to(query, expected):
+    assert named(query) == expected
+
+
+@pytest.mark.parametrize("query", ["I'd like a crime thriller", "movies I like", "something with heat", "like heat in summer", "films like nothing else"])
+def test_like_as_a_verb_or_a_lower_case_common_word_names_nothing(query):
+    assert named(query) == []
+
+
+def test_of_several_items_with_the_named_title_the_most_interacted_with_is_the_reference():
+    popularity = {"Hamlet (1990)": 3, "Hamlet (1996)": 40}
+    understood = understand(FACTS, Filters(), fallback_intent("like Hamlet"), "like Hamlet", popularity)
+    assert understood.references == ["Hamlet (1996)"]
+    assert understood.lexical_query == "like"
+
+
+def test_stated_years_become_a_range_on_the_year_attribute_unless_the_request_sets_one():
+    intent = fallback_intent("a crime film from the 90s")
+    understood = understand(FACTS, Filters(), intent, intent.query, {})
+    assert understood.filters.ranges == {"year": Range(min=1990, max=1999)}
+    own = Filters(ranges={"year": Range(min=1970)})
+    assert understand(FACTS, own, intent, intent.query, {}).filters.ranges == own.ranges
+
+
+def test_a_price_is_ignored_in_a_scene_whose_items_have_no_price():
+    intent = fallback_intent("a film under $10")
+    assert intent.constraints.price_max == 10
+    assert understand(FACTS, Filters(), intent, intent.query, {}).filters.ranges == {}
+
+
+def test_ruled_out_words_that_name_a_genre_exclude_it_and_others_are_ignored():
+    assert rule_exclusions("a drama, no romantic comedies, nothing older than 1990") == ["romantic", "comedies"]
+    intent = fallback_intent("a drama but not a romance, no sugar")
+    understood = understand(FACTS, Filters(), intent, intent.query, {})
+    assert understood.filters.exclude_attributes == {"genres": ["Romance"]}
+    allow = allow_filter({r.item_id: r for r in MOVIES}, [], understood.filters)
+    assert [r.item_id for r in MOVIES if allow(r.item_id) and "Drama" in r.attributes["genres"]] == [
+        "Godfather, The (1972)",
+        "Hamlet (1990)",
+        "Hamlet (1996)",
+    ]
+
+
+def test_over_the_demo_a_named_film_leads_to_similar_films_of_the_stated_decade_and_never_to_itself(demo):
+    answer = demo.recommend(RecommendRequest(query="a thriller like Se7en but from the 90s", scene="movie", k=10))
+    ids = [i.item_id for i in answer.items]
+    assert "Seven (Se7en) (1995)" not in ids
+    assert all(1990 <= i.attributes["year"] <= 1999 for i in answer.items)
+    assert sum("Thriller" in i.attributes["genres"] or "Crime" in i.attributes["genres"] for i in answer.items) >= 7
+    assert any("people who liked Seven (Se7en) also liked this" in i.reasons for i in answer.items)
+
+
+def test_over_the_demo_a_ruled_out_genre_is_never_returned(demo):
+    answer = demo.recommend(RecommendRequest(query="a funny movie, not a romance", scene="movie", k=20))
+    assert answer.intent.exclude == ["romance"]
+    assert len(answer.items) == 20
+    assert not any("Romance" in i.attributes["genres"] for i in answer.items)
+    assert sum("Comedy" in i.attributes["genres"] for i in answer.items) >= 15
