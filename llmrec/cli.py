@@ -212,6 +212,13 @@ def cmd_bench_overload(args: argparse.Namespace) -> None:
     _emit(args, result, overload.format_result(result))
 
 
+def cmd_bench_first_start(args: argparse.Namespace) -> None:
+    from llmrec.bench import first_start
+
+    result = first_start.first_start(args.home, args.port)
+    _emit(args, result, first_start.format_result(result))
+
+
 def cmd_bench_fuzz(args: argparse.Namespace) -> None:
     import os
 
@@ -383,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="concurrent requests")
     p.add_argument("--report-dir", type=Path, help="keep schemathesis' JSON and JUnit reports here")
     p.set_defaults(func=cmd_bench_fuzz)
+    p = bench.add_parser("first-start", parents=[common], help="time make run's steps in a fresh LLMREC_HOME, then the first answers over HTTP")
+    p.add_argument("--home", type=Path, help="an empty directory to use as LLMREC_HOME (default: a temporary one, removed afterwards)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_bench_first_start)
 
     try:  # the Ray jobs (`train` package): train encoder|reranker, index build --ray, bench train
         from train.cli import add_commands

@@ -137,7 +137,7 @@ def demo_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo(demo_catalog, encoder, demo_store_path: Path):
-    """The demo recommender with real MiniLM indexes (built once, then loaded from LLMREC_HOME)."""
+    """The demo recommender with real indexes of the default encoder (built once, then loaded from LLMREC_HOME)."""
     from llmrec.config import PipelineConfig
     from llmrec.data.store import SQLiteStore
     from llmrec.serving.recommender import Recommender

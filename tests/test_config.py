@@ -11,7 +11,7 @@ from llmrec.config import PipelineConfig, load_config
 def test_local_profile_loads_cpu_friendly_settings():
     config = load_config("local", environ={})
     assert isinstance(config, PipelineConfig)
-    assert config.encoder.model == "all-MiniLM-L6-v2"
+    assert config.encoder.model == "multilingual-e5-small"
     assert config.encoder.device == "auto"
     assert config.encoder.batch_size == 64
     assert config.encoder.dtype == "float32"

@@ -66,6 +66,9 @@ class TransformersBackend:
         self.cache = None
         with self.lock:
             self._prefill()
+            # one request at start: the first forward passes after loading run slower (lazy kernel and
+            # allocator set-up), and the first client's request would pay for them past its deadline
+            self._one(prompt.messages("warm-up")[-1:])
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids

@@ -30,6 +30,7 @@ from llmrec.config import IntentConfig
 from llmrec.intent.backends import Backend, make_backend
 from llmrec.intent.batching import MicroBatcher
 from llmrec.intent.cache import IntentCache
+from llmrec.intent.defuse import defuse, instruction_pattern
 from llmrec.intent.prompt import OTHER_DOMAINS, PromptBuilder
 from llmrec.intent.repair import coerce_intent, extract_json
 from llmrec.intent.rules import fallback_intent
@@ -82,6 +83,7 @@ class IntentParser:
         self.config = config or IntentConfig()
         self.scenes = dict(scenes or {})
         self.prompt = PromptBuilder(self.scenes, self.config)
+        self._instructions = instruction_pattern(list(self.scenes))
         self.cache = IntentCache(self.config.cache_size)
         self.backend = backend if backend is not None else make_backend(self.config, list(self.scenes), self.prompt)
         self._batcher = (
@@ -131,7 +133,8 @@ class IntentParser:
         return ParseResult(intent, raw, True, repaired, time.perf_counter() - started, model_scene)
 
     def _model_text(self, text: str) -> str:
-        return clean_text(text)[: self.config.max_input_chars]
+        """What the model and the scene signal read: the request as data (llmrec/intent/defuse.py)."""
+        return defuse(clean_text(text)[: self.config.max_input_chars], self._instructions)
 
     def parse_detailed(self, text: str) -> ParseResult:
         started = time.perf_counter()

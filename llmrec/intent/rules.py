@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from typing import Any
 
 from llmrec.intent.schema import (
@@ -108,7 +109,8 @@ def rule_constraints(text: str) -> dict[str, Any]:
 # --- categories ruled out: "no horror", "not a musical", "without romance", "anything but sci-fi" --
 _NEGATION = re.compile(
     r"\b(?:no|not|without|except|excluding|anything but|nothing|avoid|skip|(?:don't|do not|dont) (?:want|like))\s+"
-    r"(?:(?:a|an|the|any|more|too much)\s+)?([a-z][a-z'-]{1,24})(?:\s+([a-z][a-z'-]{1,24}))?"
+    r"(?:(?:a|an|the|any|more|too much)\s+)?([a-z][a-z'-]{1,24})(?:\s+([a-z][a-z'-]{1,24}))?",
+    re.IGNORECASE,
 )
 _NOT_CATEGORIES = {
     "more", "than", "older", "newer", "later", "earlier", "too", "very", "so", "one", "ones", "much", "many", "idea", "sure", "matter",
@@ -126,6 +128,14 @@ def rule_exclusions(text: str) -> list[str]:
             if word and word not in _NOT_CATEGORIES and word not in out:
                 out.append(word)
     return out[:MAX_TERMS]
+
+
+def without_exclusions(text: str) -> str:
+    """The text with what it rules out taken out ("a funny movie, not a romance" → "a funny movie,"):
+    what retrieval embeds and matches. Embeddings do not read negation ("not a romance" is near
+    romances, and near titles with "Not" in them); the exclusion filter handles it instead."""
+    kept = _NEGATION.sub(" ", unicodedata.normalize("NFKC", text[:RULE_SCAN_CHARS]))
+    return re.sub(r"\s+", " ", kept).strip() or text.strip()
 
 
 def fallback_intent(text: str) -> Intent:

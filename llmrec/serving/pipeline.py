@@ -17,7 +17,7 @@ from typing import Any
 
 from llmrec.config import PipelineConfig
 from llmrec.errors import RequestError
-from llmrec.intent.rules import fallback_intent
+from llmrec.intent.rules import fallback_intent, without_exclusions
 from llmrec.intent.schema import Intent
 from llmrec.serving.budget import Observer, RequestClock, Retryable
 from llmrec.serving.schemas import RecommendRequest, RecommendResponse
@@ -54,7 +54,7 @@ class Pipeline:
         if query:
             intent, vector = await asyncio.gather(
                 run.stage("intent", lambda: self.intent.parse.remote(query), lambda: fallback_intent(query), "routed by embedding with the raw text"),
-                run.stage("encode", lambda: self.encoder.embed.remote(query), lambda: None, "ranked without text similarity"),
+                run.stage("encode", lambda: self.encoder.embed.remote(without_exclusions(query)), lambda: None, "ranked without text similarity"),
             )
         else:
             intent = None

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from llmrec.data.items import ItemRecord
+from llmrec.intent.rules import without_exclusions
 from llmrec.intent.schema import Intent
 from llmrec.serving.schemas import Filters, Range
 
@@ -57,7 +58,7 @@ def title_keys(title: str) -> list[str]:
             words = words[1:]
         if len(words) >= 2 and words[-1] in _ARTICLES and "," in part:
             words = words[:-1]
-        if words:
+        if 0 < len(words) <= MAX_TITLE_WORDS:
             out.append(" ".join(words))
     return out
 
@@ -80,8 +81,9 @@ class SceneFacts:
         numeric: set[str] = set()
         categories: dict[str, set[str]] = defaultdict(set)
         for record in records:
-            for key in title_keys(record.title):
-                titles[key].append(record.item_id)
+            if record.title.count(" ") < 2 * MAX_TITLE_WORDS:  # longer titles cannot be named whole
+                for key in title_keys(record.title):
+                    titles[key].append(record.item_id)
             for name, value in record.attributes.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     numeric.add(name)
@@ -140,7 +142,7 @@ class Understood:
 
     filters: Filters
     references: list[str]  # ids of the items the request named
-    lexical_query: str  # the query without the named titles (BM25 would match their words)
+    lexical_query: str  # the query without what it rules out and without the named titles (BM25 would match their words)
 
 
 def understand(facts: SceneFacts, filters: Filters, intent: Intent | None, query: str, popularity: Mapping[str, int]) -> Understood:
@@ -165,8 +167,8 @@ def understand(facts: SceneFacts, filters: Filters, intent: Intent | None, query
         if excluded != filters.exclude_attributes:
             update["exclude_attributes"] = excluded
     references: list[str] = []
-    lexical = unicodedata.normalize("NFKC", query)  # the text the spans index
-    for ids, (start, end) in reversed(facts.references(query)) if query else []:
+    lexical = without_exclusions(query) if query else ""  # what the pipeline embedded; the spans index it
+    for ids, (start, end) in reversed(facts.references(lexical)) if query else []:
         references.insert(0, max(ids, key=lambda i: popularity.get(i, 0)))
         lexical = lexical[:start] + lexical[end:]
     return Understood(filters.model_copy(update=update) if update else filters, list(dict.fromkeys(references)), lexical.strip())

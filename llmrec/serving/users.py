@@ -105,7 +105,7 @@ class Users:
         self._item_seq = 0
         self._event_seq = 0
         self._popular_order: dict[str, tuple[tuple[int, int], list[str]]] = {}
-        self._facts: dict[str, tuple[tuple[int, int], SceneFacts]] = {}
+        self._facts: dict[str, SceneFacts] = {}  # per scene, dropped when one of its items changes
         self.sync()
 
     def _fit_collab(self, catalog: Catalog) -> dict[str, ItemItemModel]:
@@ -124,10 +124,13 @@ class Users:
         with self.lock:
             changes = self.store.item_changes(self._item_seq)
             for change in changes:
+                previous = self.items.get(change.item_id)
                 if change.op == "delete":
                     self.items.pop(change.item_id, None)
                 elif change.scene in self.scene_names:
                     self.items[change.item_id] = record_from_change(change)
+                for scene in {change.scene, previous.scene if previous else None} - {None}:
+                    self._facts.pop(scene, None)  # its titles and categories are read again when next asked
                 self._item_seq = change.seq
             events = self.store.events(self._event_seq)
             for event in events:
@@ -194,12 +197,10 @@ class Users:
     def understand(self, scene: str, request: RecommendRequest, intent: Intent | None) -> Understood:
         """The request's years, exclusions and named items applied to the scene (understanding.py)."""
         with self.lock:
-            version = (self._item_seq, len(self.items))
-            cached = self._facts.get(scene)
-            if cached is None or cached[0] != version:
-                cached = (version, SceneFacts.of(r for r in self.items.values() if r.scene == scene))
-                self._facts[scene] = cached
-            return understand(cached[1], request.filters, intent, request.query or "", self.popularity.counts)
+            facts = self._facts.get(scene)
+            if facts is None:
+                facts = self._facts[scene] = SceneFacts.of(r for r in self.items.values() if r.scene == scene)
+            return understand(facts, request.filters, intent, request.query or "", self.popularity.counts)
 
     @staticmethod
     def with_references(context: UserContext, references: list[str]) -> UserContext:
