@@ -20,7 +20,7 @@ def movielens_1m(llmrec_home):
     return load_catalog("movielens-1m")
 
 
-def test_ddp_on_two_cpu_workers_crashes_resumes_by_run_name_and_exports_a_model_the_serving_encoder_loads(local_ray, movielens_1m, encoder, tmp_path):
+def test_ddp_on_two_cpu_workers_crashes_resumes_by_run_name_and_exports_a_model_the_serving_encoder_loads(local_ray, movielens_1m, tmp_path):
     from llmrec.config import EncoderConfig
     from llmrec.serving.encoder import Encoder
     from llmrec.training.export import read_card
@@ -48,7 +48,8 @@ def test_ddp_on_two_cpu_workers_crashes_resumes_by_run_name_and_exports_a_model_
     assert card["training"]["num_workers"] == 2 and card["training"]["train_seconds"] > 0
     tuned = Encoder(EncoderConfig(model=str(tmp_path / "model"), device="cpu"))
     texts = ["Movie: Toy Story. Year: 1995. Genres: Animation, Children's, Comedy.", "Liked: Fargo; Heat. About me: age 25-34."]
-    vectors, before = tuned.encode(texts), encoder.encode(texts)
+    base = Encoder(EncoderConfig(model=job.base_model, device="cpu"))  # the model training started from
+    vectors, before = tuned.encode(texts), base.encode(texts)
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosine = np.sum(vectors * before, axis=1)
     assert np.all(cosine < 0.99999) and np.all(cosine > 0.5)  # trained, not replaced
