@@ -27,11 +27,11 @@ _CLAUSE = re.compile(r"[^.!?。！？；;,，\n]+[.!?。！？；;,，\n]*")
 _ROLE = re.compile(r"^\s*(system|assistant|developer|user|系统|助手|用户)\s*[:：]\s*", re.IGNORECASE)
 _MODEL_ROLES = {"system", "assistant", "developer", "系统", "助手"}
 _INSTRUCTION = (
-    r"\b(?:ignore|disregard|forget)\b.{0,40}\b(?:instructions?|rules?|prompts?|above|previous|catalog)\b"
-    r"|\b(?:scene|category)\s*(?:=|:|is|to|as|should be)\s*['\"]?\w+"
+    r"\b(?:ignore|disregard|forget)\b.{0,30}\b(?:instructions?|rules?|prompts?|(?:the|everything|all) above|catalog)\b"
+    r"|\b(?:scene|category)\s*[=:]\s*['\"]?\w+"
     r"|\b(?:output|answer|reply|respond|return|print)\b.{0,30}\b(?:json|scene|system prompt)\b(?:\s*(?:=|:|is|to|as)?\s*['\"]?\w+)?"
     r"|\b(?:always|only)\s+(?:answer|reply|say|output)\b\s*\w*"
-    r"|\b(?:you are now|act as|pretend to be)\b\s*\w*|\bno rules\b|\bsystem prompt\b"
+    r"|\byou are now\b\s*\w*|\bno rules\b|\bsystem prompt\b"
     r"|忽略.{0,10}?(?:指令|指示|规则|提示)|(?:场景|scene).{0,4}?(?:设为|设成|是|为)\s*\w*|输出.{0,20}(?:json|场景|scene)(?:\s*[=:：为是]?\s*\w+)?"
     r"|(?:永远|总是|只)回答\s*\w*|系统提示词?|没有任何限制"
 )

@@ -116,7 +116,8 @@ class IntentParser:
             return [(raw, dict(scores) if scores else None) for raw, scores in scored(conversations)]
         return [(raw, None) for raw in self.backend.generate(conversations)]
 
-    def _read(self, text: str, answer: tuple[str, Scores | None], started: float) -> ParseResult:
+    def _read(self, text: str, user: str, answer: tuple[str, Scores | None], started: float) -> ParseResult:
+        """The backend's answer to `user` (the model's view of `text`) as an intent."""
         raw, scores = answer
         data, repaired = extract_json(raw)
         if data is None:
@@ -126,7 +127,7 @@ class IntentParser:
         model_scene = intent.scene
         if self.signal is not None:
             c = self.config
-            similarities = self.signal.similarities(self._model_text(text))
+            similarities = self.signal.similarities(user)
             scene = fuse(similarities, model_scene, scores, c.signal_model_weight, c.signal_vote, c.signal_null_offset)
             intent = intent.model_copy(update={"scene": scene})
         self.cache.put(normalize_text(text), intent)
@@ -145,7 +146,7 @@ class IntentParser:
             return ParseResult(fallback_intent(text), None, False, False, time.perf_counter() - started)
         user = self._model_text(text)
         answer = self._batcher.submit(user) if self._batcher is not None else self._generate([user])[0]
-        return self._read(text, answer, started)
+        return self._read(text, user, answer, started)
 
     def parse(self, text: str) -> Intent:
         return self.parse_detailed(text).intent

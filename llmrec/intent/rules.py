@@ -109,7 +109,8 @@ def rule_constraints(text: str) -> dict[str, Any]:
 # --- categories ruled out: "no horror", "not a musical", "without romance", "anything but sci-fi" --
 _NEGATION = re.compile(
     r"\b(?:no|not|without|except|excluding|anything but|nothing|avoid|skip|(?:don't|do not|dont) (?:want|like))\s+"
-    r"(?:(?:a|an|the|any|more|too much)\s+)?([a-z][a-z'-]{1,24})(?:\s+([a-z][a-z'-]{1,24}))?",
+    r"(?!(?:but|only|just|other|matter|doubt|better|less|sooner)\b)"  # "nothing but comedy", "not only action": wanted, not ruled out
+    r"(?:(?:a|an|the|any|more|too much)\s+)?([a-z][a-z'-]{1,24})",
     re.IGNORECASE,
 )
 _NOT_CATEGORIES = {
@@ -119,14 +120,14 @@ _NOT_CATEGORIES = {
 
 
 def rule_exclusions(text: str) -> list[str]:
-    """Words the text rules out ("no romantic comedies" → romantic, comedies): the serving side keeps
-    those that name one of the scene's categories (llmrec/serving/understanding.py)."""
+    """The word each negation rules out ("no horror", "not a romantic one" → horror, romantic): the
+    serving side keeps those that name one of the scene's categories (llmrec/serving/understanding.py)."""
     low = normalize_text(text[:RULE_SCAN_CHARS])[:RULE_SCAN_CHARS]
     out: list[str] = []
     for match in _NEGATION.finditer(low):
-        for word in match.groups():
-            if word and word not in _NOT_CATEGORIES and word not in out:
-                out.append(word)
+        word = match.group(1)
+        if word not in _NOT_CATEGORIES and word not in out:
+            out.append(word)
     return out[:MAX_TERMS]
 
 

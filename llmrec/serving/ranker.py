@@ -23,6 +23,7 @@ from llmrec.data.catalog import Catalog
 from llmrec.data.items import ItemRecord
 from llmrec.data.store import Store
 from llmrec.errors import AssetError, RequestError, UnavailableError
+from llmrec.intent.rules import without_exclusions
 from llmrec.intent.schema import Intent
 from llmrec.serving.blend import MODEL_FILE, Blend, Candidate, CrossScores, TrainedBlend, request_mode
 from llmrec.serving.budget import Observer, RequestClock
@@ -30,7 +31,7 @@ from llmrec.serving.cross_encoder import CrossReranker
 from llmrec.serving.encoder import Encoder
 from llmrec.serving.retriever import Retrieved, Retriever
 from llmrec.serving.router import RouteDecision, SceneRouter, scene_texts
-from llmrec.serving.schemas import EventIn, ItemIn, RecommendedItem, RecommendRequest
+from llmrec.serving.schemas import EventIn, Filters, ItemIn, RecommendedItem, RecommendRequest
 from llmrec.serving.signals import SceneSignals
 from llmrec.serving.understanding import Understood
 from llmrec.serving.users import UserContext, Users
@@ -117,26 +118,22 @@ class Ranker:
         scene = decision.scene
         if scene is None:  # nothing in the catalog fits: say so, with no items
             return Ranked([], decision, context.user_known, "none", run.timings, run.degraded)
-        understood = await run.stage(
+        understood, context, vector = await run.stage(
             "understand",
-            lambda: asyncio.to_thread(self.users.understand, scene, request, intent),
-            lambda: Understood(request.filters, [], query or ""),
+            lambda: asyncio.to_thread(self._understand, scene, request, intent, context, vector),
+            lambda: (Understood(request.filters, [], without_exclusions(query) if query else ""), context, vector),
             "ignored the years, exclusions and titles the request names",
         )
         filters = understood.filters
-        if understood.references:
-            context = self.users.with_references(context, understood.references)
-            vector = self.retriever.toward(scene, vector, understood.references)
         extra = await run.stage(
             "collaborative",
             lambda: asyncio.to_thread(self.users.candidate_ids, scene, context, filters, bool(query) and has_text),
             list,
             "retrieved by text similarity alone",
         )
-        lexical = self.users.lexical_text(scene, context, understood.lexical_query if query else None)
         retrieved = await run.stage(
             "retrieve",
-            lambda: asyncio.to_thread(self.retriever.search, scene, vector, self.config.rerank.candidates, context.excluded, filters, extra, lexical),
+            lambda: asyncio.to_thread(self._retrieve, scene, vector, context, filters, extra, understood.lexical_query if query else None),
         )
         items, collaborative = await run.stage(
             "rank",
@@ -145,6 +142,20 @@ class Ranker:
             "ranked by retrieval similarity alone",
         )
         return Ranked(items, decision, context.user_known, collaborative, run.timings, run.degraded)
+
+    def _understand(
+        self, scene: str, request: RecommendRequest, intent: Intent | None, context: UserContext, vector: np.ndarray | None
+    ) -> tuple[Understood, UserContext, np.ndarray | None]:
+        """The intent applied to the scene; items the request names join the user's side and the query vector."""
+        understood = self.users.understand(scene, request, intent)
+        if understood.references:
+            context = self.users.with_references(context, understood.references)
+            vector = self.retriever.toward(scene, vector, understood.references)
+        return understood, context, vector
+
+    def _retrieve(self, scene: str, vector: np.ndarray | None, context: UserContext, filters: Filters, extra: list[str], query: str | None) -> Retrieved:
+        text = self.users.lexical_text(scene, context, query)
+        return self.retriever.search(scene, vector, self.config.rerank.candidates, context.excluded, filters, extra, text)
 
     async def _route(self, explicit: str | None, intent: Intent | None, vector: np.ndarray | None, history_scenes: list[str]) -> RouteDecision:
         judged = intent is not None and intent.source in ("model", "cache")  # the cache holds only model answers

@@ -14,6 +14,7 @@ A scene's titles and categories are read from its items once per change of the i
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from collections import defaultdict
@@ -27,6 +28,7 @@ from llmrec.serving.schemas import Filters, Range
 
 CONSTRAINT_RANGES = {"year": ("year_min", "year_max"), "price": ("price_min", "price_max")}
 MAX_REFERENCES = 3
+MAX_TRIGGERS = 20  # "like" written 100 times is looked at 20 times
 MAX_TITLE_WORDS = 10
 MAX_CATEGORY_VALUES = 200  # a list attribute with more distinct values is not a set of categories
 PREFIX = 5  # "romantic" names Romance, "comedies" Comedy: the first letters agree
@@ -40,7 +42,6 @@ _TRIGGER = re.compile(
 )
 # "I'd like", "movies you like": "like" as a verb names no item
 _VERB_SUBJECTS = {"i", "d", "we", "you", "they", "he", "she", "would", "really", "also", "might", "do", "dont", "don", "t", "to", "should", "could"}
-_PREVIOUS_WORD = re.compile(r"(\w+)\W*$")
 
 
 def _words(text: str) -> list[re.Match[str]]:
@@ -103,37 +104,45 @@ class SceneFacts:
                         out[name].append(value)
         return dict(out)
 
-    def references(self, query: str) -> list[tuple[list[str], tuple[int, int]]]:
-        """The items the query names after "like", "similar to", ... : for each, the ids of the
-        items with that title, and where the title stands in the query. The longest title wins; a
-        one-word title counts only when written with a capital or quoted (Heat, "heat", not heat)."""
-        text = unicodedata.normalize("NFKC", query)
+    def references(self, text: str) -> list[tuple[list[str], tuple[int, int]]]:
+        """The items the text (NFKC-normalised) names after "like", "similar to", ... : for each,
+        the ids of the items with that title, and where the title stands. The longest title wins.
+        A one-word title counts only when written with a capital or quoted (Heat, "heat", not heat),
+        and none after a lower-case "a"/"an" ("like a love story" is a kind of film, not *Love Story*). Linear in
+        the text: the words are found once, and at most MAX_TRIGGERS triggers are looked at."""
+        words = list(_WORD.finditer(text))
+        starts = [w.start() for w in words]
         found: list[tuple[list[str], tuple[int, int]]] = []
-        for trigger in _TRIGGER.finditer(text):
-            if len(found) >= MAX_REFERENCES:
+        for checked, trigger in enumerate(_TRIGGER.finditer(text)):
+            if len(found) >= MAX_REFERENCES or checked >= MAX_TRIGGERS:
                 break
-            if trigger.group().lower() == "like":
-                before = _PREVIOUS_WORD.search(text[: trigger.start()])
-                if before and before.group(1).lower() in _VERB_SUBJECTS:
-                    continue
-            words = list(_WORD.finditer(text, trigger.end()))[: MAX_TITLE_WORDS + 1]
-            if not words or text[trigger.end() : words[0].start()].strip(" \"'“‘《「") != "":
+            at = bisect.bisect_left(starts, trigger.end())
+            if trigger.group().lower() == "like" and at - 2 >= 0 and words[at - 2].group().lower() in _VERB_SUBJECTS:
+                continue  # "I like", "you'd like": a verb
+            after = words[at : at + MAX_TITLE_WORDS + 1]
+            if not after or text[trigger.end() : after[0].start()].strip(" \"'“‘《「") != "":
                 continue  # the title must follow the trigger directly
-            if words[0].group().lower() in _ARTICLES:
-                words = words[1:]
-            for n in range(min(len(words), MAX_TITLE_WORDS), 0, -1):
-                key = " ".join(w.group().lower() for w in words[:n])
-                ids = self.titles.get(key)
-                if not ids:
-                    continue
-                first = words[0]
-                if n == 1 and not (first.group()[0].isupper() or first.group()[0].isdigit() or text[first.start() - 1 : first.start()] in "\"'“‘《「"):
-                    continue
-                if n == 1 and len(key) < 3:
-                    continue
-                found.append((ids, (first.start(), words[n - 1].end())))
-                break
+            first_word = after[0].group()
+            if first_word in ("a", "an"):
+                continue  # lower case: a kind of item ("like a love story"), not a title ("like A Simple Plan")
+            if first_word.lower() in _ARTICLES:
+                after = after[1:]
+            match = self._longest_title(text, after)
+            if match is not None:
+                found.append(match)
         return found
+
+    def _longest_title(self, text: str, words: list[re.Match[str]]) -> tuple[list[str], tuple[int, int]] | None:
+        for n in range(min(len(words), MAX_TITLE_WORDS), 0, -1):
+            key = " ".join(w.group().lower() for w in words[:n])
+            ids = self.titles.get(key)
+            if not ids:
+                continue
+            first = words[0]
+            if n == 1 and (len(key) < 3 or not (first.group()[0].isupper() or first.group()[0].isdigit() or text[first.start() - 1 : first.start()] in "\"'“‘《「")):
+                continue
+            return ids, (first.start(), words[n - 1].end())
+        return None
 
 
 @dataclass
@@ -151,24 +160,31 @@ def understand(facts: SceneFacts, filters: Filters, intent: Intent | None, query
     if intent is None and not query:
         return Understood(filters, [], query)
     update: dict = {}
-    if intent is not None:
+    if intent is not None and not filters.item_ids:  # a shortlist is ranked whole
         ranges = dict(filters.ranges)
         constraints = intent.constraints
         for attribute, (low, high) in CONSTRAINT_RANGES.items():
             bounds = getattr(constraints, low), getattr(constraints, high)
-            if attribute in facts.numeric and attribute not in ranges and bounds != (None, None):
+            chosen = attribute in ranges or attribute in filters.attributes  # the client's own filter wins
+            if attribute in facts.numeric and not chosen and bounds != (None, None):
                 ranges[attribute] = Range(min=bounds[0], max=bounds[1])
         if ranges != filters.ranges:
             update["ranges"] = ranges
         excluded = dict(filters.exclude_attributes)
         for attribute, values in facts.categories_named(intent.exclude).items():
+            wanted = filters.attributes.get(attribute, [])
+            wanted = {str(v).lower() for v in (wanted if isinstance(wanted, list) else [wanted])}
+            values = [v for v in values if v.lower() not in wanted]  # what the client asks for is never ruled out
             have = excluded.get(attribute, [])
-            excluded[attribute] = list(dict.fromkeys([*(have if isinstance(have, list) else [have]), *values]))
+            merged = list(dict.fromkeys([*(have if isinstance(have, list) else [have]), *values]))
+            if merged:
+                excluded[attribute] = merged
         if excluded != filters.exclude_attributes:
             update["exclude_attributes"] = excluded
     references: list[str] = []
-    lexical = without_exclusions(query) if query else ""  # what the pipeline embedded; the spans index it
-    for ids, (start, end) in reversed(facts.references(lexical)) if query else []:
+    text = unicodedata.normalize("NFKC", query)  # titles are found in the request as written
+    for ids, (start, end) in reversed(facts.references(text)):
         references.insert(0, max(ids, key=lambda i: popularity.get(i, 0)))
-        lexical = lexical[:start] + lexical[end:]
-    return Understood(filters.model_copy(update=update) if update else filters, list(dict.fromkeys(references)), lexical.strip())
+        text = text[:start] + text[end:]
+    lexical = without_exclusions(text) if text.strip() else ""
+    return Understood(filters.model_copy(update=update) if update else filters, list(dict.fromkeys(references)), lexical)

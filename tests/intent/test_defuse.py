@@ -31,8 +31,13 @@ def test_instructions_and_markup_are_taken_out_and_the_request_stays(text, left)
     assert defuse(text, INSTRUCTIONS) == left
 
 
-def test_no_ordinary_request_of_the_labelled_set_is_changed():
-    ordinary = [c["query"] for c in load_cases() if c["kind"] != "injection"]
+def test_no_ordinary_request_of_the_labelled_set_or_that_merely_sounds_like_an_instruction_is_changed():
+    ordinary = [c["query"] for c in load_cases() if c["kind"] != "injection"] + [
+        "a film where kids pretend to be pirates, from the 90s",
+        "a movie to help me forget my previous breakup",
+        "a movie where the opening scene is set in Tokyo",
+        "the best music scene in Seattle",
+    ]
     assert len(ordinary) > 150
     assert [q for q in ordinary if defuse(q, INSTRUCTIONS) != q.strip()] == []
 

@@ -17,6 +17,9 @@ MOVIES = [
     ItemRecord("Hamlet (1990)", "movie", "Hamlet", attributes={"genres": ["Drama"], "year": 1990}),
     ItemRecord("Hamlet (1996)", "movie", "Hamlet", attributes={"genres": ["Drama"], "year": 1996}),
     ItemRecord("Sense and Sensibility (1995)", "movie", "Sense and Sensibility", attributes={"genres": ["Drama", "Romance"], "year": 1995}),
+    ItemRecord("Love Story (1970)", "movie", "Love Story", attributes={"genres": ["Drama", "Romance"], "year": 1970}),
+    ItemRecord("No Country for Old Men (2007)", "movie", "No Country for Old Men", attributes={"genres": ["Crime", "Thriller"], "year": 2007}),
+    ItemRecord("Old Men (1990)", "movie", "Old Men", attributes={"genres": ["Comedy"], "year": 1990}),
 ]
 FACTS = SceneFacts.of(MOVIES)
 
@@ -40,15 +43,28 @@ def test_titles_are_known_by_their_main_and_alternative_names_without_articles()
         ('films such as "heat"', [["Heat (1995)"]]),
         ("像Se7en那样的电影", [["Seven (Se7en) (1995)"]]),
         ("like Heat or like Seven", [["Heat (1995)"], ["Seven (Se7en) (1995)"]]),
+        ("films like No Country for Old Men", [["No Country for Old Men (2007)"]]),
     ],
 )
 def test_a_request_names_a_catalog_item_after_like_or_similar_to(query, expected):
     assert named(query) == expected
 
 
-@pytest.mark.parametrize("query", ["I'd like a crime thriller", "movies I like", "something with heat", "like heat in summer", "films like nothing else"])
+@pytest.mark.parametrize(
+    "query",
+    ["I'd like a crime thriller", "movies I like", "something with heat", "like heat in summer", "films like nothing else", "something like a love story set in Paris"],
+)
 def test_like_as_a_verb_or_a_lower_case_common_word_names_nothing(query):
     assert named(query) == []
+
+
+def test_looking_for_named_items_stays_linear_on_adversarial_text():
+    import time
+
+    started = time.process_time()
+    for text in ["x" * 1330 + "! " + "i like " * 100, "像a" * 1000, "like " * 400, "similar to the " * 130]:
+        FACTS.references(text)
+    assert time.process_time() - started < 0.5
 
 
 def test_of_several_items_with_the_named_title_the_most_interacted_with_is_the_reference():
@@ -66,6 +82,15 @@ def test_stated_years_become_a_range_on_the_year_attribute_unless_the_request_se
     assert understand(FACTS, own, intent, intent.query, {}).filters.ranges == own.ranges
 
 
+def test_the_clients_own_filters_and_shortlist_win_over_what_the_text_implies():
+    intent = fallback_intent("an 80s comedy, but not a romance")
+    wants_romance = Filters(attributes={"genres": ["Romance"], "year": 1995})
+    understood = understand(FACTS, wants_romance, intent, intent.query, {})
+    assert understood.filters.exclude_attributes == {} and understood.filters.ranges == {}
+    shortlist = Filters(item_ids=["Love Story (1970)", "Heat (1995)"])
+    assert understand(FACTS, shortlist, intent, intent.query, {}).filters == shortlist
+
+
 def test_a_price_is_ignored_in_a_scene_whose_items_have_no_price():
     intent = fallback_intent("a film under $10")
     assert intent.constraints.price_max == 10
@@ -73,7 +98,8 @@ def test_a_price_is_ignored_in_a_scene_whose_items_have_no_price():
 
 
 def test_ruled_out_words_that_name_a_genre_exclude_it_and_others_are_ignored():
-    assert rule_exclusions("a drama, no romantic comedies, nothing older than 1990") == ["romantic", "comedies"]
+    assert rule_exclusions("a drama, no romantic comedies, nothing older than 1990") == ["romantic"]
+    assert rule_exclusions("nothing but comedy please, not only action") == []
     intent = fallback_intent("a drama but not a romance, no sugar")
     understood = understand(FACTS, Filters(), intent, intent.query, {})
     assert understood.filters.exclude_attributes == {"genres": ["Romance"]}
