@@ -89,6 +89,13 @@ class Served(Model):
         fitted = [m for modes in self.trained.card["fitted"].values() for m in modes.values()]
         return float(np.average([m[f"ndcg@{k}"] for m in fitted], weights=[m["examples"] for m in fitted])) if fitted else 0.0
 
+    @property
+    def blend_weights(self) -> dict[str, dict[str, float]] | None:
+        """What validation chose, per request mode (the report's `details`)."""
+        if self.trained is None:
+            return None
+        return {mode: {**w.signals, "mmr_lambda": w.mmr_lambda} for mode, w in self.trained.scenes.get(self.scene, {}).items()}
+
     def fit(self, data: TrainData) -> Model:
         self.recommender = self._start(data, self.params.get("k", 10))
         return self

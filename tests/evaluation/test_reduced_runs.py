@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from llmrec.cli import main
+from llmrec.serving.blend import SIGNALS
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,8 @@ def test_ml100k_msr_reduced_served_recommender_beats_popularity_and_random(movie
     ndcg = {model: metrics["ndcg@10"] for model, metrics in run.results.items()}
     assert ndcg["random"] < ndcg["popularity"] < ndcg["llmrec"]
     assert ndcg["llmrec"] > 0.40  # the full protocol: docs/evaluation.md
+    chosen = run.details["llmrec"]["blend_weights"]  # what validation fitted, reported
+    assert chosen and all(set(weights) <= {*SIGNALS, "mmr_lambda"} and weights for weights in chosen.values())
     from llmrec.evaluation.protocols import ml100k_msr
 
     train = ml100k_msr(max_users=200).train.frame
