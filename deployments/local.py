@@ -10,12 +10,12 @@ import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from llmrec.serving.http import wait_until_ready
 
 LOCAL_SERVE_CONFIG = Path(__file__).parent / "configs" / "local.yaml"
 APP_NAME = "llmrec"
@@ -51,20 +51,6 @@ def wait_until_running(timeout_s: float) -> None:
     raise TimeoutError(f"the app was not running after {timeout_s:.0f} s; see the Serve logs under /tmp/ray/session_latest/logs/serve")
 
 
-def wait_until_ready(port: int, timeout_s: float) -> None:
-    """Poll /readyz: it answers 200 once every stage answers, which also warms the ingress's handles."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"the app did not become ready within {timeout_s:.0f} s; see /readyz and the Serve logs")
-
-
 def start(config: dict[str, Any], timeout_s: float = 1800) -> None:
     """Start a local Ray and Serve, deploy the config's apps and wait until they run and are ready."""
     import ray
@@ -80,7 +66,7 @@ def start(config: dict[str, Any], timeout_s: float = 1800) -> None:
     client.deploy_apps(schema, _blocking=False)
     started = time.monotonic()
     wait_until_running(timeout_s)
-    wait_until_ready(schema.http_options.port, max(60.0, timeout_s - (time.monotonic() - started)))
+    wait_until_ready(f"http://127.0.0.1:{schema.http_options.port}", max(60.0, timeout_s - (time.monotonic() - started)))
 
 
 def replica_counts() -> dict[str, int]:

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -57,24 +56,10 @@ def _post(url: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     return round(time.perf_counter() - started, 3), answer
 
 
-def _wait_ready(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"llmrec serve exited with {server.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1.0)
-    raise TimeoutError(f"not ready after {READY_TIMEOUT_S:.0f} s")
-
-
 def first_start(home: Path | None = None, port: int = 8000) -> dict[str, Any]:
     """Each step's seconds, the requests' latencies and the first answer."""
     from llmrec.config import load_config
+    from llmrec.serving.http import wait_until_ready
 
     fresh = home is None
     home = Path(tempfile.mkdtemp(prefix="llmrec-first-start-")) if home is None else home
@@ -90,7 +75,7 @@ def first_start(home: Path | None = None, port: int = 8000) -> dict[str, Any]:
     started = time.perf_counter()
     server = subprocess.Popen([llmrec, "serve", "--port", str(port)], env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_ready(url, server)
+        wait_until_ready(url, READY_TIMEOUT_S, alive=lambda: server.poll() is None)
         steps["serve until /readyz"] = round(time.perf_counter() - started, 1)
         answers = [(query, *_post(f"{url}/v1/recommend", {"query": query, "k": 3})) for query in FREE_TEXT]
         cached = _post(f"{url}/v1/recommend", {"query": FREE_TEXT[0], "k": 3})[0]

@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -531,3 +533,20 @@ def document_body_models(app: FastAPI, models: list[type[BaseModel]]) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def wait_until_ready(url: str, timeout_s: float, alive: Callable[[], bool] | None = None) -> None:
+    """Poll the app's /readyz until it answers 200 (every stage loaded; it also warms the ingress's
+    handles). `alive` says whether the process serving it still runs: if not, waiting is pointless."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"the server of {url} exited before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=10) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} did not become ready within {timeout_s:.0f} s; see /readyz and the Serve logs")

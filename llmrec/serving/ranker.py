@@ -118,12 +118,14 @@ class Ranker:
         scene = decision.scene
         if scene is None:  # nothing in the catalog fits: say so, with no items
             return Ranked([], decision, context.user_known, "none", run.timings, run.degraded)
-        understood, context, vector = await run.stage(
-            "understand",
-            lambda: asyncio.to_thread(self._understand, scene, request, intent, context, vector),
-            lambda: (Understood(request.filters, [], without_exclusions(query) if query else ""), context, vector),
-            "ignored the years, exclusions and titles the request names",
-        )
+        understood = Understood(request.filters, [], "")
+        if query:  # only free text names years, exclusions or items
+            understood, context, vector = await run.stage(
+                "understand",
+                lambda: asyncio.to_thread(self._understand, scene, request, intent, context, vector),
+                lambda: (Understood(request.filters, [], without_exclusions(query)), context, vector),
+                "ignored the years, exclusions and titles the request names",
+            )
         filters = understood.filters
         extra = await run.stage(
             "collaborative",

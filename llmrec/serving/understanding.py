@@ -157,8 +157,6 @@ class Understood:
 def understand(facts: SceneFacts, filters: Filters, intent: Intent | None, query: str, popularity: Mapping[str, int]) -> Understood:
     """Apply the intent to the scene: ranges, exclusions and references (of several items with
     one title, the most interacted with)."""
-    if intent is None and not query:
-        return Understood(filters, [], query)
     update: dict = {}
     if intent is not None and not filters.item_ids:  # a shortlist is ranked whole
         ranges = dict(filters.ranges)

@@ -198,13 +198,11 @@ class Users:
 
     def understand(self, scene: str, request: RecommendRequest, intent: Intent | None) -> Understood:
         """The request's years, exclusions and named items applied to the scene (understanding.py)."""
-        if intent is None and not request.query:
-            return Understood(request.filters, [], "")
         with self.lock:
             facts = self._facts.get(scene)
             generation = self._facts_generation
             records = [r for r in self.items.values() if r.scene == scene] if facts is None else []
-        if facts is None:  # read outside the lock (about 0.1 s per 5,000 items); kept unless an item changed meanwhile
+        if facts is None:  # read outside the lock (it walks every title); kept unless an item changed meanwhile
             facts = SceneFacts.of(records)
             with self.lock:
                 if self._facts_generation == generation:

@@ -231,8 +231,8 @@ def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: 
         }
     kept_defaults = sorted(
         f"{scene}/{mode}"
-        for scene, checked in report.items()
-        for mode, r in checked.items()
+        for scene, by_mode in report.items()
+        for mode, r in by_mode.items()
         if mode not in modes or r[f"ndcg@{k} trained"] is None or r[f"ndcg@{k} trained"] < r[f"ndcg@{k} default"]
     )
     card = {
