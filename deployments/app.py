@@ -23,6 +23,7 @@ def build_app(args: AppArgs) -> Application:
     from deployments.encoder import EncoderDeployment
     from deployments.ingress import Ingress
     from deployments.intent import IntentParserDeployment
+    from deployments.profiler import ProfilerDeployment
     from deployments.ranker import RankerDeployment
 
     config = load_config(args.config, args.overrides)
@@ -31,6 +32,7 @@ def build_app(args: AppArgs) -> Application:
         IntentParserDeployment.bind(config),
         EncoderDeployment.bind(config),
         RankerDeployment.bind(config),
+        ProfilerDeployment.bind(config),
     )
 
 

@@ -98,9 +98,11 @@ def replica_died(error: BaseException) -> bool:
 @serve.deployment(name="Ingress", max_ongoing_requests=200, ray_actor_options={"num_cpus": 0.5})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, config: PipelineConfig, intent: DeploymentHandle, encoder: DeploymentHandle, ranker: DeploymentHandle) -> None:
+    def __init__(
+        self, config: PipelineConfig, intent: DeploymentHandle, encoder: DeploymentHandle, ranker: DeploymentHandle, profiler: DeploymentHandle
+    ) -> None:
         server = config.server
-        self.intent, self.encoder, self.ranker = intent, encoder, ranker
+        self.intent, self.encoder, self.ranker, self.profiler = intent, encoder, ranker, profiler
         self.metrics = ServiceMetrics()
         self.pipeline = Pipeline(intent, encoder, ranker, config, observe=self.metrics.stage, retryable=replica_died)
         self.admin = AdminKey.from_env(server.api_key_env)
@@ -202,7 +204,7 @@ class Ingress:
         responses={503: {"model": Readiness, "description": "Not ready yet: `waiting_for` names the stages still loading."}},
     )
     async def readyz(self) -> JSONResponse:
-        names = ["intent", "encoder", "ranker"]
+        names = ["intent", "encoder", "ranker", "profiler"]
         handles = [getattr(self, n) for n in names]
         results = await asyncio.gather(*(asyncio.wait_for(h.ready.remote(), 2.0) for h in handles), return_exceptions=True)
         waiting = [n for n, r in zip(names, results) if r is not True]

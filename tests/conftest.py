@@ -98,6 +98,19 @@ def demo_catalog(llmrec_home: Path):
     return load_catalog("demo")
 
 
+PACKAGED_LLM = "qwen2.5-coder-0.5b-instruct"
+
+
+def require_packaged_llm() -> None:
+    """Skip unless the packaged language model is prepared (`make test` prepares it, as `make run` does)."""
+    from llmrec.data.assets import models_dir
+
+    if not (models_dir() / PACKAGED_LLM / "config.json").is_file():
+        if os.environ.get("VLLM_CPU") == "0":
+            pytest.skip(f"VLLM_CPU=0: the run left out the model backends, and {PACKAGED_LLM} is not prepared")
+        pytest.skip(f"{PACKAGED_LLM} is not prepared (llmrec models prepare {PACKAGED_LLM})")
+
+
 @pytest.fixture(scope="session")
 def encoder():
     from llmrec.serving.encoder import Encoder

@@ -63,7 +63,7 @@ def test_item_added_by_cli_is_returned_by_the_next_call(demo, tmp_path):
         (["recommend", "--query", "comedy", "-k", "500"], "above the maximum 100"),
         (["recommend", "--user-id", "nobody-at-all"], "nothing else to go on"),
         (["data", "prepare", "no-such-data"], "unknown data set 'no-such-data'"),
-        (["items", "add", "--id", "x"], "give --id, --scene and --title"),
+        (["items", "add", "--id", "x"], "give --id, --scene and --title or --text"),
         (["recommend", "--query", "comedy", "--range", "year=abc:1999"], "needs numbers"),
         (["recommend", "--query", "comedy", "--set", "nonsense"], "must look like section.key=value"),
         (["recommend", "--query", "comedy", "--set", "index.kind=[unclosed"], "is not a valid value"),

@@ -105,8 +105,22 @@ def cmd_bench_train(args: argparse.Namespace, config) -> None:
     _emit(args, result, format_table(result))
 
 
-def add_commands(commands, common: argparse.ArgumentParser, index_build: argparse.ArgumentParser, bench, config_of: Callable) -> None:
+def profile_with_ray(sources, book, config, actors: int, use_gpu: bool) -> dict[str, Any]:
+    from train.jobs import init_ray
+    from train.profile_job import profile_sources
+
+    init_ray()
+    return profile_sources(sources, book, config, actors, use_gpu)
+
+
+def add_commands(
+    commands, common: argparse.ArgumentParser, index_build: argparse.ArgumentParser, profile: argparse.ArgumentParser, bench, config_of: Callable
+) -> None:
     """Register the Ray commands on the main parser (`config_of(args)` gives the PipelineConfig)."""
+    profile.add_argument("--ray", action="store_true", help="generate with a Ray Data actor pool (vLLM with profiling.backend=vllm)")
+    profile.add_argument("--actors", type=int, default=1, help="with --ray: model actors (each loads the model)")
+    profile.add_argument("--use-gpu", action="store_true", help="with --ray: one GPU per actor")
+    profile.set_defaults(ray_func=lambda a, sources, book: profile_with_ray(sources, book, config_of(a).profiling, a.actors, a.use_gpu))
     index_build.add_argument("--ray", action="store_true", help="embed with a Ray Data actor pool and publish a new index version atomically")
     index_build.add_argument("--actors", type=int, default=2, help="with --ray: encoder actors")
     index_build.add_argument("--batch-size", type=int, default=256, help="with --ray: items per batch")

@@ -6,10 +6,11 @@ its title, attributes and description; a new user is a request, a profile and a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-TEXT_VERSION = 1  # bump when rendering changes: saved indexes keyed on an older version are rebuilt
+TEXT_VERSION = 2  # bump when rendering changes: saved indexes keyed on an older version are rebuilt
 MAX_ITEM_CHARS = 1200
 MAX_USER_CHARS = 1500
 
@@ -23,6 +24,11 @@ ATTRIBUTE_ORDER: dict[str, list[str]] = {
 }
 # Bookkeeping attributes that say nothing about the item's content.
 HIDDEN_ATTRIBUTES = {"source", "title_source", "entity_id", "no_metadata"}
+# An item's LLM profile (llmrec/profiling) is kept under this attribute: its keywords and summary are rendered as text.
+PROFILE_ATTRIBUTE = "profile"
+# `title_source` values of a title that only stands in for a missing one (the start of the raw text).
+PROVISIONAL_TITLES = {"text", "review"}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
 def _value(value: Any) -> str:
@@ -47,12 +53,24 @@ def render_item(
     """One line of text per item: scene, title, ordered attributes, facts, then the description."""
     order = ATTRIBUTE_ORDER.get(scene, [])
     keys = [k for k in order if k in attributes] + sorted(k for k in attributes if k not in order)
-    parts = [f"{scene.capitalize()}: {title}."]
-    parts += [f"{_label(k)}: {_value(attributes[k])}." for k in keys if k not in HIDDEN_ATTRIBUTES]
+    parts = [f"{scene.capitalize()}: {title}." if title else f"{scene.capitalize()}."]
+    parts += [f"{_label(k)}: {_value(attributes[k])}." for k in keys if k not in HIDDEN_ATTRIBUTES and k != PROFILE_ATTRIBUTE]
     parts += [f"{_label(relation)}: {obj}." for relation, obj in facts]
+    profile = attributes.get(PROFILE_ATTRIBUTE)
+    if isinstance(profile, Mapping):
+        if profile.get("keywords"):
+            parts.append(f"Keywords: {_value(profile['keywords'])}.")
+        if profile.get("summary"):
+            parts.append(str(profile["summary"]))
     if text:
         parts.append(text.strip())
     return " ".join(parts)[:MAX_ITEM_CHARS]
+
+
+def provisional_title(text: str, limit: int = 80) -> str:
+    """A title for an item that came without one: the first sentence of its text, cut at a word."""
+    first = _SENTENCE_END.split(" ".join(text.split()), maxsplit=1)[0]
+    return first if len(first) <= limit else first[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
 def render_user(

@@ -1,7 +1,9 @@
 """Run a protocol over named models: tune on validation, fit, rank the test users, score them.
 
 Model names: `llmrec`, the served recommender (llmrec/evaluation/served.py: the packaged MiniLM,
-or the encoder given with `encoder_dir`, and the cross-encoder given with `reranker_dir`), and the
+or the encoder given with `encoder_dir`, and the cross-encoder given with `reranker_dir`),
+`llmrec-profiled`, the same over the catalog with the LLM profiles of its book joined (those that
+`llmrec profile` wrote for the catalog's items: llmrec/profiling), and the
 baselines: random, popularity, demographic (popularity among users sharing the profile's values), itemknn, ease, bpr, tfidf, zero-shot (the packaged MiniLM),
 finetuned (the encoder given with `encoder_dir`), hybrid-zero-shot and hybrid-finetuned (an
 offline blend of nine signals over that encoder, llmrec/evaluation/hybrid.py), hybrid: whichever
@@ -47,7 +49,7 @@ BASELINES: dict[str, type[Model]] = {
     "tfidf": TfIdf,
 }
 ENCODER_MODELS = ("zero-shot", "finetuned", "hybrid-zero-shot", "hybrid-finetuned", "hybrid", "hybrid-rerank")
-RANKING_MODELS = ("llmrec", *BASELINES, *ENCODER_MODELS)
+RANKING_MODELS = ("llmrec", "llmrec-profiled", *BASELINES, *ENCODER_MODELS)
 
 
 @dataclass
@@ -72,6 +74,20 @@ class Models:
         self.reranker_dir = reranker_dir
         self.catalog = catalog
         self.embedders: dict[str, Embedder] = {}
+        self.profiled_items = 0  # how many items llmrec-profiled saw with a profile
+
+    def profiled_catalog(self) -> Catalog:
+        """The protocol's catalog with the profiles in its book joined (the book the packaged profiling model writes)."""
+        from llmrec.config import ProfilingConfig
+        from llmrec.profiling.book import book_path, read_profiles
+        from llmrec.profiling.catalog import with_profiles
+
+        book = book_path(self.catalog.name, ProfilingConfig().model)
+        catalog, joined = with_profiles(self.catalog, read_profiles(book))
+        if not joined:
+            raise LLMRecError(f"model 'llmrec-profiled': no profile in {book} fits {self.catalog.name}'s items: write them with `llmrec profile --catalog {self.catalog.name}`")
+        self.profiled_items = joined
+        return catalog
 
     def embedder(self, variant: str) -> Embedder:
         spec = PACKAGED_ENCODER if variant == "zero-shot" else str(self.encoder_dir)
@@ -91,10 +107,10 @@ class Models:
 
     def build(self, name: str, first: Model | None = None) -> Model:
         """A fresh model; `hybrid-rerank` wraps `first`, the tuned hybrid variant."""
-        if name == "llmrec":
+        if name in ("llmrec", "llmrec-profiled"):
             if self.catalog is None:
-                raise LLMRecError("the served model 'llmrec' needs the protocol's catalog")
-            return Served(name, self.catalog, self.encoder_dir, self.reranker_dir)
+                raise LLMRecError(f"the served model {name!r} needs the protocol's catalog")
+            return Served(name, self.catalog if name == "llmrec" else self.profiled_catalog(), self.encoder_dir, self.reranker_dir)
         if name == "hybrid-rerank":
             from llmrec.serving.cross_encoder import CrossReranker
 
@@ -156,6 +172,7 @@ def run_ranking(setup: RankingSetup, names: list[str], encoder_dir: str | None =
             "variant": best,
             "params": dict(model.params),
             "blend_weights": getattr(model, "blend_weights", None),
+            **({"profiled_items": models.profiled_items} if name == "llmrec-profiled" else {}),
             f"validation {specs[0][0]}": round(value, 4),
             "fit_seconds": round(fit_seconds, 1),
             "score_seconds": round(time.perf_counter() - started, 1),

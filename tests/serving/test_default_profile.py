@@ -8,22 +8,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import require_packaged_llm
 
 from llmrec.config import load_config
 from llmrec.serving.recommender import Recommender
 from llmrec.serving.schemas import RecommendRequest
 
-MODEL = "qwen2.5-coder-0.5b-instruct"
-
 
 @pytest.fixture(scope="module")
 def default(demo_catalog, encoder, tmp_path_factory):
-    from llmrec.data.assets import models_dir
-
-    if not (models_dir() / MODEL / "config.json").is_file():  # `make test` prepares it, as `make run` does
-        if os.environ.get("VLLM_CPU") == "0":
-            pytest.skip(f"VLLM_CPU=0: the run left out the model backends, and {MODEL} is not prepared")
-        pytest.skip(f"{MODEL} is not prepared (llmrec models prepare {MODEL})")
+    require_packaged_llm()
     environ = {k: v for k, v in os.environ.items() if k != "LLMREC__INTENT__BACKEND"}
     config = load_config("local", [f"store.url=sqlite:///{tmp_path_factory.mktemp('default') / 'state.db'}"], environ=environ)
     assert config.intent.backend == "transformers" and config.rerank.model == "ranker-demo"

@@ -91,10 +91,18 @@ def test_event_kind_and_timestamp_are_checked():
         EventIn(user_id="u1", item_id="m1", timestamp=-1)
 
 
-def test_item_needs_id_scene_and_title():
+def test_item_needs_id_scene_and_a_title_or_text():
     with pytest.raises(ValidationError) as caught:
         ItemIn(item_id="", scene="movie", title="  ")
-    assert {e["loc"][0] for e in caught.value.errors()} == {"item_id", "title"}
+    assert {e["loc"][0] for e in caught.value.errors()} == {"item_id"}
+    with pytest.raises(ValidationError, match="send a title, or a text"):
+        ItemIn(item_id="m1", scene="movie", title="  ")
+
+
+def test_item_sent_with_only_text_takes_its_first_sentence_as_title_and_awaits_a_profile():
+    item = ItemIn(item_id="g1", scene="grocery", text="Yogi green tea, 16 bags. Great taste and a lovely smell.")
+    assert item.title == "Yogi green tea, 16 bags."
+    assert item.attributes["title_source"] == "text"
 
 
 # ---- compiled filters ----------------------------------------------------------------------------

@@ -23,8 +23,9 @@ def _register() -> None:
     FROM_FILES.update({"amazon-reviews-2023": amazon.load, "mind": mind.load, "goodreads": goodreads.load})
 
 
-def prepare(name: str, source: Path | None = None, output: Path | None = None) -> tuple[Catalog, Path]:
-    """Build the named catalog and save it (default: LLMREC_HOME/data/NAME). Returns it and where it went."""
+def prepare(name: str, source: Path | None = None, output: Path | None = None, profiles: bool = True) -> tuple[Catalog, Path]:
+    """Build the named catalog, join the LLM profiles shipped for it (`profiles`), and save it
+    (default: LLMREC_HOME/data/NAME). Returns it and where it went."""
     _register()
     if name in PACKAGED:
         catalog = PACKAGED[name]()
@@ -34,6 +35,11 @@ def prepare(name: str, source: Path | None = None, output: Path | None = None) -
         catalog = FROM_FILES[name](Path(source))
     else:
         raise RequestError(f"unknown data set {name!r}; known: {sorted(PACKAGED) + sorted(FROM_FILES)}")
+    if profiles:
+        from llmrec.profiling.book import read_profiles
+        from llmrec.profiling.catalog import SHIPPED_PROFILES, with_profiles
+
+        catalog, _ = with_profiles(catalog, read_profiles(SHIPPED_PROFILES / f"{name}.jsonl.gz"))
     if output is not None:  # state and indexes are keyed by catalog name: one name per folder
         catalog.name = Path(output).name
     return catalog, catalog.save(output or catalog_dir(name))

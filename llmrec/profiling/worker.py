@@ -1,0 +1,100 @@
+"""Background profiling: items written without a title of their own get their profile in place.
+
+Such an item is recommendable the moment it is written (its text's first sentence stands in for a
+title). The worker follows the store's item log like every replica does, profiles the items that
+still need it (`needs_profile`), and appends each one again with its profile joined; every
+replica then re-embeds and re-indexes it on its next sync. The log is the only queue: a worker
+that restarts reads it from the start and finds the same work, so nothing is lost, and one that
+is not running only delays the titles. Run one worker per store (the Profiler deployment has one
+replica), or several profile the same items.
+
+A client's write always wins: an item changed while its profile was being written is not
+overwritten, and a client write that lands between the check and the profile's write is appended
+again after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from llmrec.config import ProfilingConfig
+from llmrec.data.store import ItemChange, Store
+from llmrec.data.text import PROFILE_ATTRIBUTE
+from llmrec.profiling.profile import ItemSource, apply_profile, needs_profile
+from llmrec.profiling.profiler import Profiler
+
+log = logging.getLogger(__name__)
+
+
+def _profile_key(change: ItemChange) -> str | None:
+    profile = (change.attributes or {}).get(PROFILE_ATTRIBUTE)
+    return profile.get("key") if isinstance(profile, dict) else None
+
+
+class ProfileWorker:
+    def __init__(self, store: Store, config: ProfilingConfig, make_profiler: Callable[[], Profiler] | None = None) -> None:
+        self.store, self.config = store, config
+        self._make_profiler = make_profiler or (lambda: Profiler(config))
+        self._profiler: Profiler | None = None  # the model loads on the first item that needs it
+        self.after = 0  # the last log sequence number read
+        self.pending: dict[str, ItemChange] = {}  # item id -> its latest change, while that still needs a profile
+        self.unreadable: set[tuple[str, int]] = set()  # (item id, seq) whose answer could not be read: not tried again until the item changes
+        self.profiled = 0
+        self.lock = threading.Lock()
+
+    def status(self) -> dict[str, int | bool]:
+        return {"pending": len(self.pending), "profiled": self.profiled, "unreadable": len(self.unreadable), "model_loaded": self._profiler is not None}
+
+    def _follow(self) -> list[ItemChange]:
+        changes = self.store.item_changes(self.after)
+        for change in changes:
+            if change.op == "upsert" and needs_profile(change.title, change.attributes or {}):
+                self.pending[change.item_id] = change
+            else:
+                self.pending.pop(change.item_id, None)
+            self.after = max(self.after, change.seq)
+        return changes
+
+    def step(self) -> int:
+        """Profile up to one batch of the items that need it; returns how many were written back."""
+        with self.lock:
+            self._follow()
+            batch = [c for c in self.pending.values() if (c.item_id, c.seq) not in self.unreadable][: self.config.batch_size]
+            if not batch:
+                return 0
+            if self._profiler is None:
+                self._profiler = self._make_profiler()
+            profiles = self._profiler.profile([ItemSource(c.item_id, c.scene, c.title, c.text, c.attributes or {}) for c in batch])
+            checked = self.after
+            self._follow()  # an item a client changed meanwhile is no longer pending as it was: not overwritten
+            writes = []
+            for change, profile in zip(batch, profiles, strict=True):
+                if profile is None:
+                    self.unreadable.add((change.item_id, change.seq))
+                elif self.pending.get(change.item_id) is change:
+                    title, attributes = apply_profile(change.title, change.attributes or {}, profile)
+                    writes.append(ItemChange(0, change.item_id, "upsert", change.scene, title, change.text, attributes, change.created_at))
+            if not writes:
+                return 0
+            self.store.upsert_items(writes)
+            self._put_back_overtaken({w.item_id: w.attributes[PROFILE_ATTRIBUTE]["key"] for w in writes}, checked)
+            self.profiled += len(writes)
+            self._follow()
+            return len(writes)
+
+    def _put_back_overtaken(self, written: dict[str, str], checked: int) -> None:
+        """A client change that landed after the last check but before the profile: appended again, so it is the item's latest."""
+        changes = [c for c in self.store.item_changes(checked) if c.item_id in written]
+        for item_id, key in written.items():
+            mine = [c.seq for c in changes if c.item_id == item_id and _profile_key(c) == key]
+            overtaken = [c for c in changes if c.item_id == item_id and mine and c.seq < mine[-1] and c.seq not in mine]
+            if not overtaken:
+                continue
+            latest = overtaken[-1]
+            log.info("item %s changed while its profile was written: its newer version is written again", item_id)
+            if latest.op == "delete":
+                self.store.delete_items([item_id])
+            else:
+                self.store.upsert_items([latest])
