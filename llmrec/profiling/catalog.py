@@ -70,7 +70,7 @@ def with_profiles(catalog: Catalog, profiles: Mapping[str, ItemProfile]) -> tupl
             continue
         profile = profiles.get(ItemSource(row.item_id, row.scene, row.title, row.text, read).key)
         if profile is not None:
-            title, joined = apply_profile(row.title, read, profile)
+            title, joined = apply_profile(row.scene, row.title, read, profile)
             titles[n], attributes[n] = title, attributes_json(joined)
             applied += 1
     items["title"], items["attributes"] = titles, attributes

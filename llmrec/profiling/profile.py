@@ -145,13 +145,14 @@ def output_schema(source: ItemSource) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def apply_profile(title: str, attributes: Mapping[str, Any], profile: ItemProfile) -> tuple[str, dict[str, Any]]:
-    """The item's title and attributes with the profile joined (see the module docstring)."""
+def apply_profile(scene: str, title: str, attributes: Mapping[str, Any], profile: ItemProfile) -> tuple[str, dict[str, Any]]:
+    """The item's title and attributes with the profile joined (see the module docstring). A
+    category that only repeats the scene's name ("grocery") says nothing and is left out."""
     joined = dict(attributes)
     if joined.get("title_source") in PROVISIONAL_TITLES:
         title = profile.title
         joined["title_source"] = "profile"
-    if profile.category and "category" not in joined:
+    if profile.category and profile.category != scene.lower() and "category" not in joined:
         joined["category"] = profile.category
     joined[PROFILE_ATTRIBUTE] = {"keywords": list(profile.keywords), "summary": profile.summary, "model": profile.model, "key": profile.key}
     return title, joined

@@ -74,7 +74,7 @@ class ProfileWorker:
                 if profile is None:
                     self.unreadable.add((change.item_id, change.seq))
                 elif self.pending.get(change.item_id) is change:
-                    title, attributes = apply_profile(change.title, change.attributes or {}, profile)
+                    title, attributes = apply_profile(change.scene, change.title, change.attributes or {}, profile)
                     writes.append(ItemChange(0, change.item_id, "upsert", change.scene, title, change.text, attributes, change.created_at))
             if not writes:
                 return 0

@@ -73,6 +73,8 @@ def test_a_profile_joins_the_text_the_encoder_and_bm25_read_and_a_changed_item_l
     assert record.title == "Yogi Green Tea" and record.attributes["category"] == "green tea"
     assert "Keywords: green tea, yogi. A box of Yogi green tea bags." in record.render() and first.text[:40] in record.render()
     assert joined.items.iloc[1].title == items.iloc[1].title  # no profile in the book: as it was
+    echo = ItemProfile("Yogi Green Tea", "grocery", ("green tea",), "", MODEL, source.key)
+    assert "category" not in json.loads(with_profiles(catalog, {echo.key: echo})[0].items.iloc[0].attributes)  # the scene's own name says nothing
     assert catalog_sources(joined) == catalog_sources(catalog)[1:]  # a profiled item is not profiled again
     changed = items.assign(text=items["text"] + " Edited.")
     assert with_profiles(Catalog("changed", demo_catalog.scenes, changed), {profile.key: profile})[1] == 0
