@@ -42,10 +42,14 @@ class ProfileWorker:
         self.pending: dict[str, ItemChange] = {}  # item id -> its latest change, while that still needs a profile
         self.unreadable: set[tuple[str, int]] = set()  # (item id, seq) whose answer could not be read: not tried again until the item changes
         self.profiled = 0
+        self.failed: str | None = None  # why the model could not load: the worker then stops (items keep their stand-in titles)
         self.lock = threading.Lock()
 
-    def status(self) -> dict[str, int | bool]:
-        return {"pending": len(self.pending), "profiled": self.profiled, "unreadable": len(self.unreadable), "model_loaded": self._profiler is not None}
+    def status(self) -> dict[str, int | bool | str | None]:
+        return {
+            "pending": len(self.pending), "profiled": self.profiled, "unreadable": len(self.unreadable),
+            "model_loaded": self._profiler is not None, "failed": self.failed,
+        }
 
     def _follow(self) -> list[ItemChange]:
         changes = self.store.item_changes(self.after)
@@ -62,10 +66,15 @@ class ProfileWorker:
         with self.lock:
             self._follow()
             batch = [c for c in self.pending.values() if (c.item_id, c.seq) not in self.unreadable][: self.config.batch_size]
-            if not batch:
+            if not batch or self.failed:
                 return 0
             if self._profiler is None:
-                self._profiler = self._make_profiler()
+                try:
+                    self._profiler = self._make_profiler()
+                except Exception as error:  # a missing or broken model: said once, not retried every poll
+                    self.failed = f"{type(error).__name__}: {error}"
+                    log.error("background profiling is off: the profiling model could not load (%s)", self.failed)
+                    return 0
             profiles = self._profiler.profile([ItemSource(c.item_id, c.scene, c.title, c.text, c.attributes or {}) for c in batch])
             checked = self.after
             self._follow()  # an item a client changed meanwhile is no longer pending as it was: not overwritten
