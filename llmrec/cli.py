@@ -77,13 +77,9 @@ def cmd_models_prepare(args: argparse.Namespace) -> None:
 
 
 def _recommender(args: argparse.Namespace):
-    """The in-process recommender of a one-off command: no background profiling (an item written here
-    with only its text gets its profile from the next `llmrec serve` on the same store)."""
     from llmrec.serving.recommender import Recommender
 
-    config = _config(args)
-    config.profiling.background = False
-    return Recommender(config)
+    return Recommender(_config(args))
 
 
 def cmd_index_build(args: argparse.Namespace) -> None:

@@ -145,7 +145,12 @@ class ProfilingConfig(_Section):
     model: str = Field("qwen2.5-coder-0.5b-instruct", description="Packaged name, local directory or hub id of an instruct model.")
     device: str = Field("cpu", description="transformers device: cpu, cuda, auto.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype (float32 on CPUs without bf16 units).")
-    threads: int | None = Field(None, ge=1, description="transformers: torch intra-op threads (None: torch's default, all cores).")
+    threads: int | None = Field(
+        1,
+        ge=1,
+        description="transformers: torch intra-op threads. 1 by default: the background profiler shares the cores with serving; a batch job on "
+        "a machine of its own runs faster with all of them (`--set profiling.threads=N`; None: torch's default).",
+    )
     batch_size: int = Field(32, ge=1, description="Items generated together: batching is what makes CPU generation affordable.")
     max_new_tokens: int = Field(56, ge=8, le=512, description="Answer tokens per item; an answer cut off is repaired, not dropped.")
     text_chars: int = Field(240, ge=40, le=4000, description="How much of an item's rendered text the model reads.")

@@ -1,14 +1,15 @@
 """`llmrec profile --ray`: item profiles from a Ray Data actor pool, each actor one Profiler (the
 packaged model on CPU, vLLM on GPU nodes with profiling.backend=vllm).
 
-The items the book lacks stream through `map_batches`; each finished batch is appended to the
-book as it arrives, so a job stopped midway resumes where it was (the book is the only state).
+The items the book lacks stream through `map_batches` in one pass (each actor loads its model
+once); each finished batch is appended to the book as it arrives, so a job stopped midway resumes
+where it was (the book is the only state).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,21 +41,22 @@ class BatchProfiler:
 def profile_sources(sources: Sequence[ItemSource], book: ProfileBook, config: ProfilingConfig, actors: int = 1, use_gpu: bool = False) -> dict[str, Any]:
     import ray
 
-    def over_ray(batch: Sequence[ItemSource]) -> list[ItemProfile | None]:
+    def over_ray(todo: list[ItemSource]) -> Iterator[list[tuple[ItemSource, ItemProfile | None]]]:
+        if not todo:
+            return
+        by_id = {s.item_id: s for s in todo}
         frame = pd.DataFrame(
-            {"item_id": [s.item_id for s in batch], "scene": [s.scene for s in batch], "title": [s.title for s in batch],
-             "text": [s.text for s in batch], "attributes": [json.dumps(dict(s.attributes)) for s in batch]}
+            {"item_id": list(by_id), "scene": [s.scene for s in todo], "title": [s.title for s in todo],
+             "text": [s.text for s in todo], "attributes": [json.dumps(dict(s.attributes)) for s in todo]}
         )
         dataset = ray.data.from_pandas(frame).map_batches(
             BatchProfiler, fn_constructor_kwargs={"config": config.model_dump()}, batch_size=config.batch_size, batch_format="numpy",
             concurrency=actors, num_gpus=1 if use_gpu else 0, num_cpus=1,
         )
-        found = {}
-        for rows in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for item_id, text in zip(rows["item_id"], rows["profile"], strict=True):
-                found[str(item_id)] = ItemProfile.from_dict(json.loads(text)) if text else None
-        return [found.get(s.item_id) for s in batch]
+        for rows in dataset.iter_batches(batch_size=None, batch_format="numpy"):  # each batch as the pool finishes it
+            yield [
+                (by_id[str(item_id)], ItemProfile.from_dict(json.loads(text)) if text else None)
+                for item_id, text in zip(rows["item_id"], rows["profile"], strict=True)
+            ]
 
-    # one Ray Data pass per chunk of batches: the pool's actors load the model once per chunk, and what a chunk wrote is in the book
-    chunk = config.batch_size * max(actors, 1) * 8
-    return profile_into(sources, book, over_ray, chunk)
+    return profile_into(sources, book, over_ray)

@@ -200,6 +200,21 @@ class Store:
             rows,
         )
 
+    def upsert_items_if_latest(self, changes: Iterable[tuple[ItemChange, int]]) -> int:
+        """Append each upsert (without an embedding: every reader embeds it) only while the given
+        sequence number is still its item's latest change, checked in the write's own transaction:
+        a write derived from an older state of an item never lands over a newer one."""
+        now = time.time()
+        rows = [
+            (c.item_id, c.scene, c.title, c.text, json.dumps(c.attributes or {}, ensure_ascii=False), c.created_at, now, c.item_id, seq)
+            for c, seq in changes
+        ]
+        return self._write(
+            "INSERT INTO item_log (item_id, op, scene, title, text, attributes, created_at, encoder, written_at)"
+            " SELECT ?, 'upsert', ?, ?, ?, ?, ?, '', ? WHERE (SELECT MAX(seq) FROM item_log WHERE item_id = ?) = ?",
+            rows,
+        )
+
     def delete_items(self, item_ids: Iterable[str]) -> int:
         now = time.time()
         return self._write("INSERT INTO item_log (item_id, op, written_at) VALUES (?, 'delete', ?)", [(i, now) for i in item_ids])
@@ -351,7 +366,8 @@ class PostgresStore(Store):
                     cursor.executemany(sql.replace("?", "%s") + " RETURNING seq", rows, returning=True)
                     last = 0
                     while True:
-                        last = max(last, cursor.fetchone()[0])
+                        row = cursor.fetchone()  # None for a conditional insert that inserted nothing
+                        last = max(last, row[0] if row else 0)
                         if not cursor.nextset():
                             return int(last)
         except self._psycopg.OperationalError as error:

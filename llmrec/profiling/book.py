@@ -4,7 +4,7 @@ Appended a batch at a time and synced to disk, so a job that stops (or is killed
 was: items whose content key is already in the book are not profiled again. A profile of an item
 whose content changed since is simply not found. Books live under
 LLMREC_HOME/profiles/<catalog>/<model>-v<PROFILE_VERSION>.jsonl; `export` writes the gzipped copy
-that a catalog can ship (the demo's, llmrec/configs/profiles-demo).
+that a catalog can ship (llmrec/configs/profiles/<catalog>.jsonl.gz, joined by `llmrec data prepare`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,18 +25,23 @@ def book_path(catalog: str, model: str) -> Path:
 
 
 def read_profiles(path: Path) -> dict[str, ItemProfile]:
-    """Content key -> profile, from a book (plain or gzipped JSON lines); a torn last line is skipped."""
+    """Content key -> profile, from a book (plain or gzipped JSON lines). What a crash can leave at
+    the end (a torn line, a cut multi-byte character, a truncated gzip stream) is skipped."""
     if not path.is_file():
         return {}
-    opener = gzip.open if path.suffix == ".gz" else open
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:  # a stream cut short gives what it holds: zlib does not ask for the missing trailer
+            raw = zlib.decompressobj(wbits=31).decompress(raw)
+        except zlib.error:
+            return {}
     profiles = {}
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                profile = ItemProfile.from_dict(json.loads(line))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a line cut short by a crash mid-append
-            profiles[profile.key] = profile
+    for line in raw.splitlines():
+        try:
+            profile = ItemProfile.from_dict(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        profiles[profile.key] = profile
     return profiles
 
 
@@ -72,10 +78,16 @@ class ProfileBook:
             return raw.read(1) == b"\n"
 
     def export(self, path: Path, keys: Iterable[str] | None = None) -> int:
-        """A gzipped copy of the profiles (of `keys` only, if given), in key order: the same book gives the same bytes."""
-        chosen = sorted(self.profiles if keys is None else (k for k in keys if k in self.profiles))
+        """A gzipped copy of the profiles (of `keys` only, if given), in key order: the same book gives
+        the same bytes. Written to a temporary file and renamed over `path`, so it is whole or absent."""
+        chosen = sorted(self.profiles if keys is None else {k for k in keys if k in self.profiles})
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
-            for key in chosen:
-                out.write((json.dumps(self.profiles[key].as_dict(), ensure_ascii=False, sort_keys=True) + "\n").encode())
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as raw:
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as out:
+                for key in chosen:
+                    out.write((json.dumps(self.profiles[key].as_dict(), ensure_ascii=False, sort_keys=True) + "\n").encode())
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(partial, path)
         return len(chosen)

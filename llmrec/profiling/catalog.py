@@ -32,19 +32,30 @@ def catalog_sources(catalog: Catalog, scenes: Iterable[str] = (), limit: int | N
     return sources[:limit] if limit is not None else sources
 
 
-def profile_into(
-    sources: Sequence[ItemSource], book: ProfileBook, profile: Callable[[Sequence[ItemSource]], list[ItemProfile | None]], batch_size: int
-) -> dict[str, Any]:
-    """Profile the sources whose content the book lacks, a batch at a time, each batch written
-    durably before the next starts (a stopped job resumes from the book), with a progress bar."""
+Batches = Callable[[list[ItemSource]], Iterable[list[tuple[ItemSource, ItemProfile | None]]]]
+
+
+def in_batches(profile: Callable[[Sequence[ItemSource]], list[ItemProfile | None]], batch_size: int) -> Batches:
+    """The items to profile, `batch_size` at a time through `profile` (in this process)."""
+
+    def batches(todo: list[ItemSource]) -> Iterable[list[tuple[ItemSource, ItemProfile | None]]]:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            yield list(zip(chunk, profile(chunk), strict=True))
+
+    return batches
+
+
+def profile_into(sources: Sequence[ItemSource], book: ProfileBook, batches: Batches) -> dict[str, Any]:
+    """Profile the sources whose content the book lacks; each batch `batches` yields is written
+    durably before the next is read (a stopped job resumes from the book), with a progress bar."""
     todo = [s for s in sources if s.key not in book]
     started, written, unreadable = time.perf_counter(), 0, 0
     with tqdm(total=len(todo), desc="profile", unit="item") as progress:
-        for start in range(0, len(todo), batch_size):
-            profiles = profile(todo[start : start + batch_size])
-            written += book.append(p for p in profiles if p is not None)
-            unreadable += sum(p is None for p in profiles)
-            progress.update(len(profiles))
+        for batch in batches(todo):
+            written += book.append(p for _, p in batch if p is not None)
+            unreadable += sum(p is None for _, p in batch)
+            progress.update(len(batch))
     seconds = time.perf_counter() - started
     return {
         "items": len(sources), "already_profiled": len(sources) - len(todo), "written": written, "unreadable": unreadable,
@@ -54,7 +65,7 @@ def profile_into(
 
 def profile_catalog(profiler: Profiler, book: ProfileBook, sources: Sequence[ItemSource]) -> dict[str, Any]:
     """The in-process job (`llmrec profile`); `llmrec profile --ray` runs the same over a Ray Data actor pool."""
-    return profile_into(sources, book, profiler.profile, profiler.config.batch_size)
+    return profile_into(sources, book, in_batches(profiler.profile, profiler.config.batch_size))
 
 
 def with_profiles(catalog: Catalog, profiles: Mapping[str, ItemProfile]) -> tuple[Catalog, int]:

@@ -107,7 +107,7 @@ class TransformersGenerator:
         generated: list[list[int]] = [[] for _ in range(rows)]
         active = list(range(rows))  # rows still writing, in the order of the batch's current rows
         next_position = positions[:, -1] + 1
-        for _ in range(self.config.max_new_tokens):
+        for step in range(self.config.max_new_tokens):
             tokens = logits.argmax(-1).tolist()
             keep = []
             for slot, row in enumerate(active):
@@ -118,7 +118,7 @@ class TransformersGenerator:
                 scanners[row].feed(self.tokenizer.decode([token]))
                 if scanners[row].closers:
                     keep.append(slot)
-            if not keep:
+            if not keep or step == self.config.max_new_tokens - 1:
                 break
             if len(keep) < len(active):  # drop finished rows: the rest decode as a smaller batch
                 cache.batch_select_indices(torch.tensor(keep, device=self.device))

@@ -84,7 +84,7 @@ def content_key(scene: str, title: str, text: str, attributes: Mapping[str, Any]
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def needs_profile(title: str, attributes: Mapping[str, Any]) -> bool:
+def needs_profile(attributes: Mapping[str, Any]) -> bool:
     """Serving profiles in the background the items that came without a title of their own and have no profile yet."""
     return attributes.get("title_source") in PROVISIONAL_TITLES and PROFILE_ATTRIBUTE not in attributes
 

@@ -8,9 +8,10 @@ that restarts reads it from the start and finds the same work, so nothing is los
 is not running only delays the titles. Run one worker per store (the Profiler deployment has one
 replica), or several profile the same items.
 
-A client's write always wins: an item changed while its profile was being written is not
-overwritten, and a client write that lands between the check and the profile's write is appended
-again after it.
+A client's write always wins: the profile is appended only while the change it was written for is
+still the item's latest, checked by the store in the write's own transaction
+(`Store.upsert_items_if_latest`); an item changed meanwhile is profiled again from its new state if
+that needs it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class ProfileWorker:
     def _follow(self) -> list[ItemChange]:
         changes = self.store.item_changes(self.after)
         for change in changes:
-            if change.op == "upsert" and needs_profile(change.title, change.attributes or {}):
+            if change.op == "upsert" and needs_profile(change.attributes or {}):
                 self.pending[change.item_id] = change
             else:
                 self.pending.pop(change.item_id, None)
@@ -75,35 +76,23 @@ class ProfileWorker:
                     self.failed = f"{type(error).__name__}: {error}"
                     log.error("background profiling is off: the profiling model could not load (%s)", self.failed)
                     return 0
-            profiles = self._profiler.profile([ItemSource(c.item_id, c.scene, c.title, c.text, c.attributes or {}) for c in batch])
-            checked = self.after
-            self._follow()  # an item a client changed meanwhile is no longer pending as it was: not overwritten
+            try:
+                profiles = self._profiler.profile([ItemSource(c.item_id, c.scene, c.title, c.text, c.attributes or {}) for c in batch])
+            except Exception:  # e.g. out of memory: these items are set aside, the rest of the queue goes on
+                log.exception("profiling %d items failed; they keep their stand-in titles until they change", len(batch))
+                self.unreadable.update((c.item_id, c.seq) for c in batch)
+                return 0
             writes = []
             for change, profile in zip(batch, profiles, strict=True):
                 if profile is None:
                     self.unreadable.add((change.item_id, change.seq))
-                elif self.pending.get(change.item_id) is change:
+                else:
                     title, attributes = apply_profile(change.scene, change.title, change.attributes or {}, profile)
-                    writes.append(ItemChange(0, change.item_id, "upsert", change.scene, title, change.text, attributes, change.created_at))
+                    writes.append((ItemChange(0, change.item_id, "upsert", change.scene, title, change.text, attributes, change.created_at), change.seq))
             if not writes:
                 return 0
-            self.store.upsert_items(writes)
-            self._put_back_overtaken({w.item_id: w.attributes[PROFILE_ATTRIBUTE]["key"] for w in writes}, checked)
-            self.profiled += len(writes)
-            self._follow()
-            return len(writes)
-
-    def _put_back_overtaken(self, written: dict[str, str], checked: int) -> None:
-        """A client change that landed after the last check but before the profile: appended again, so it is the item's latest."""
-        changes = [c for c in self.store.item_changes(checked) if c.item_id in written]
-        for item_id, key in written.items():
-            mine = [c.seq for c in changes if c.item_id == item_id and _profile_key(c) == key]
-            overtaken = [c for c in changes if c.item_id == item_id and mine and c.seq < mine[-1] and c.seq not in mine]
-            if not overtaken:
-                continue
-            latest = overtaken[-1]
-            log.info("item %s changed while its profile was written: its newer version is written again", item_id)
-            if latest.op == "delete":
-                self.store.delete_items([item_id])
-            else:
-                self.store.upsert_items([latest])
+            self.store.upsert_items_if_latest(writes)  # an item a client changed meanwhile keeps the client's version
+            keys = {change.item_id: change.attributes[PROFILE_ATTRIBUTE]["key"] for change, _ in writes}
+            written = sum(1 for c in self._follow() if keys.get(c.item_id) is not None and _profile_key(c) == keys[c.item_id])
+            self.profiled += written
+            return written

@@ -14,7 +14,7 @@ from typing import Any
 from llmrec.config import PipelineConfig
 from llmrec.data.catalog import Catalog, load_catalog
 from llmrec.data.items import ItemRecord
-from llmrec.data.store import Store, follow
+from llmrec.data.store import Store
 from llmrec.index.vector_index import VectorIndex
 from llmrec.intent.parser import IntentParser
 from llmrec.intent.schema import Intent
@@ -46,10 +46,7 @@ class Recommender:
         self.ranker = Ranker(self.config, catalog, self.store, self.encoder, rebuild_index)
         self.intent = IntentParser(self.config.intent, self.ranker.router.texts)
         self.pipeline = Pipeline(LocalHandle(self.intent), LocalHandle(self.encoder), LocalHandle(self.ranker), self.config)
-        # items written without a title get their LLM profile in the background (Serve: the Profiler deployment)
         self.profiler = ProfileWorker(self.store, self.config.profiling)
-        profiling = self.config.profiling
-        self._profiling = follow(self.profiler.step, profiling.poll_s) if profiling.background and profiling.backend != "none" else None
 
     @property
     def items(self) -> dict[str, ItemRecord]:
@@ -70,6 +67,13 @@ class Recommender:
     def add_items(self, items: Sequence[ItemIn]) -> list[str]:
         """Embed, store durably, then index: each item is recommendable when this returns."""
         return self.ranker.add_items(items)
+
+    def profile_new_items(self) -> int:
+        """Write the LLM profiles of up to one batch of items that came without a title, in place
+        (what the Profiler deployment does every `profiling.poll_s` under Serve); returns how many."""
+        written = self.profiler.step()
+        self.sync()
+        return written
 
     def remove_items(self, item_ids: Sequence[str]) -> list[str]:
         return self.ranker.remove_items(item_ids)

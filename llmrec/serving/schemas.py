@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from llmrec.data.text import provisional_title
+from llmrec.data.text import PROFILE_ATTRIBUTE, provisional_title
 from llmrec.intent.schema import Intent
 
 MAX_QUERY_CHARS = 2000
@@ -46,6 +46,7 @@ MAX_EXCLUDE = 1000
 MAX_SHORTLIST = 1000
 MAX_PROFILE = 50
 MAX_ITEM_ATTRIBUTES = 100
+RESERVED_ATTRIBUTES = frozenset({PROFILE_ATTRIBUTE, "title_source"})
 MAX_ATTRIBUTE_DEPTH = 5
 MAX_INT = 2**53  # integers in filters and profiles compare as floats: beyond this they would not be exact
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z in Unix seconds
@@ -217,9 +218,12 @@ class ItemIn(_Model):
     @field_validator("attributes", mode="before")
     @classmethod
     def _storable_attributes(cls, value: Any) -> Any:
-        """Finite numbers and valid text all the way down, nesting at most MAX_ATTRIBUTE_DEPTH levels."""
+        """Finite numbers and valid text all the way down, nesting at most MAX_ATTRIBUTE_DEPTH levels;
+        none of the attributes llmrec keeps for profiles (a client's would stop or misdirect them)."""
         if not isinstance(value, dict):
             return value
+        for key in RESERVED_ATTRIBUTES & set(value):
+            raise PydanticCustomError("reserved_attribute", f"attribute {key!r} is written by llmrec (LLM item profiles): leave it out")
         stack = [(one, 1, _short(key)) for key, one in value.items()]
         while stack:
             node, depth, where = stack.pop()

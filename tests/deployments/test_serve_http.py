@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import TEST_API_KEY
+from conftest import TEST_API_KEY, require_packaged_llm
 
 ADMIN = {"Authorization": f"Bearer {TEST_API_KEY}"}
 CLIENT_KEYS = ["e2e-client-key-old", "e2e-client-key-new"]  # two at once, as during a rotation
@@ -125,6 +125,7 @@ def test_added_item_is_recommended_at_once_and_removed_item_never(server):
 
 
 def test_an_item_sent_with_only_text_gets_its_llm_profile_in_the_background(server):
+    require_packaged_llm()
     item_id = f"e2e-tea-{uuid.uuid4().hex[:8]}"
     text = "Twinings English Breakfast black tea, 100 bags. Strong and malty, lovely with milk in the morning."
     assert server.put("/v1/items", json={"item_id": item_id, "scene": "grocery", "text": text}, headers=ADMIN).json() == {"upserted": [item_id]}

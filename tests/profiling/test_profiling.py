@@ -16,7 +16,7 @@ from llmrec.data.catalog import Catalog
 from llmrec.data.items import ItemRecord
 from llmrec.data.store import SQLiteStore
 from llmrec.profiling.book import ProfileBook, read_profiles
-from llmrec.profiling.catalog import catalog_sources, profile_into, with_profiles
+from llmrec.profiling.catalog import catalog_sources, in_batches, profile_into, with_profiles
 from llmrec.profiling.profile import ItemProfile, ItemSource, read_profile
 from llmrec.profiling.profiler import Profiler
 from llmrec.profiling.worker import ProfileWorker
@@ -60,6 +60,12 @@ def test_the_packaged_model_names_the_product_a_review_is_about(profiler):
         assert profile.keywords and profile.key == source.key
 
 
+def test_a_batch_decodes_each_item_exactly_as_it_decodes_alone(profiler):
+    sources = [review(word, text) for word, text in REVIEWS.items()]
+    alone = Profiler(ProfilingConfig(batch_size=1), generator=profiler.generator)  # the same loaded model, one item per batch
+    assert profiler.profile(sources) == alone.profile(sources)
+
+
 def test_a_profile_joins_the_text_the_encoder_and_bm25_read_and_a_changed_item_loses_it(demo_catalog):
     items = demo_catalog.items[demo_catalog.items["scene"] == "grocery"].head(2)
     catalog = Catalog("profiled", demo_catalog.scenes, items)
@@ -92,24 +98,27 @@ def test_a_stopped_profiling_job_resumes_from_its_book(profiler, tmp_path):
         return profiler.profile(batch)
 
     with pytest.raises(KeyboardInterrupt):
-        profile_into(sources, book, stops_after_one_batch, batch_size=2)
-    with open(book.path, "a") as torn:
-        torn.write('{"title": "half a li')  # a crash mid-append leaves a torn line
+        profile_into(sources, book, in_batches(stops_after_one_batch, 2))
+    with open(book.path, "ab") as torn:
+        torn.write('{"title": "Café au l'.encode()[:-2] + "é".encode()[:1])  # a crash mid-append: a torn line, a cut character
     reopened = ProfileBook(book.path)
     assert len(reopened) == 2
-    summary = profile_into(sources, reopened, profiler.profile, batch_size=2)
+    summary = profile_into(sources, reopened, in_batches(profiler.profile, 2))
     assert (summary["already_profiled"], summary["written"]) == (2, 1)
     assert set(read_profiles(book.path)) == {s.key for s in sources}
     exported = tmp_path / "shipped.jsonl.gz"
     assert reopened.export(exported) == 3
     assert reopened.export(tmp_path / "again.jsonl.gz") == 3 and exported.read_bytes() == (tmp_path / "again.jsonl.gz").read_bytes()
     assert len(gzip.decompress(exported.read_bytes()).splitlines()) == 3
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(exported.read_bytes()[:-8])  # a shipped file cut short (its trailer lost): what it holds is still read
+    assert len(read_profiles(cut)) == 3
 
 
 @pytest.fixture()
 def quiet(demo_catalog, encoder, tmp_path):
-    """A recommender whose background profiler the test steps itself."""
-    config = PipelineConfig(profiling=ProfilingConfig(background=False, batch_size=4))
+    """An in-process recommender of its own (its own store)."""
+    config = PipelineConfig(profiling=ProfilingConfig(batch_size=4))
     return Recommender(config, demo_catalog, encoder=encoder, store=SQLiteStore(tmp_path / "state.db"))
 
 
@@ -119,9 +128,8 @@ def test_an_item_sent_with_only_text_is_recommendable_at_once_and_gets_its_profi
     shortlist = RecommendRequest(query="black tea", scene="grocery", filters=Filters(item_ids=["new-tea"]), k=1)
     before = quiet.recommend(shortlist).items[0]
     assert before.title == "Twinings English Breakfast black tea, 100 bags."  # its first sentence stands in at once
-    worker = ProfileWorker(quiet.store, quiet.config.profiling, lambda: profiler)
-    assert worker.step() == 1 and worker.step() == 0  # written once, then nothing left to do
-    quiet.sync()
+    quiet.profiler = ProfileWorker(quiet.store, quiet.config.profiling, lambda: profiler)  # the module's loaded model
+    assert quiet.profile_new_items() == 1 and quiet.profile_new_items() == 0  # written once, then nothing left to do
     record = quiet.items["new-tea"]
     assert record.attributes["title_source"] == "profile" and "tea" in record.title.lower() and record.title != before.title
     assert record.text == text and "Keywords: " in record.render()
@@ -147,15 +155,13 @@ def test_a_client_write_during_profiling_wins_over_the_profile(quiet, profiler, 
     assert quiet.items["racing"].title == replaced.title and "profile" not in quiet.items["racing"].attributes
 
     class ClientWritesFirst(SQLiteStore):  # the worker's own connection, as in another process
-        def upsert_items(self, changes):
-            changes = list(changes)
-            if any("profile" in (c.attributes or {}) for c in changes):
-                quiet.add_items([replaced])  # lands after the worker's last check, just before its write
-            return super().upsert_items(changes)
+        def upsert_items_if_latest(self, changes):
+            quiet.add_items([replaced])  # lands after the worker's last look at the log, just before its write
+            return super().upsert_items_if_latest(changes)
 
     quiet.add_items([ItemIn(item_id="racing", scene="grocery", text=REVIEWS["coffee"])])
     worker = ProfileWorker(ClientWritesFirst(quiet.store.path), quiet.config.profiling, lambda: profiler)
-    assert worker.step() == 1
+    assert worker.step() == 0  # the store refused the profile: it was written for an older state of the item
     quiet.sync()
     assert quiet.items["racing"].title == replaced.title and "profile" not in quiet.items["racing"].attributes
     assert worker.step() == 0  # the client's version has a title of its own: nothing more to profile

@@ -103,6 +103,9 @@ def test_item_sent_with_only_text_takes_its_first_sentence_as_title_and_awaits_a
     item = ItemIn(item_id="g1", scene="grocery", text="Yogi green tea, 16 bags. Great taste and a lovely smell.")
     assert item.title == "Yogi green tea, 16 bags."
     assert item.attributes["title_source"] == "text"
+    for reserved in ("profile", "title_source"):
+        with pytest.raises(ValidationError, match="written by llmrec"):
+            ItemIn(item_id="g2", scene="grocery", title="Tea", attributes={reserved: "text"})
 
 
 # ---- compiled filters ----------------------------------------------------------------------------
