@@ -100,6 +100,17 @@ def test_events_after_a_sequence_number_returns_only_newer_events(store):
     assert [e.user_id for e in store.events(after=seen)] == ["u2"]
 
 
+def test_a_conditional_upsert_lands_only_while_its_item_is_unchanged(store):
+    first = store.upsert_items([change("m1"), change("m2")])
+    derived = change("m1", title="Profiled", attributes={"profile": {"key": "k"}}, embedding=None)
+    store.upsert_items_if_latest([(derived, first - 1), (change("m2", title="Stale", embedding=None), first - 2)])
+    landed = store.item_changes(first)
+    assert [(c.item_id, c.title, c.attributes, c.embedding) for c in landed] == [("m1", "Profiled", {"profile": {"key": "k"}}, None)]
+    store.upsert_items([change("m1", title="The client's")])  # the item changes again: a write derived from before it never lands
+    store.upsert_items_if_latest([(derived, landed[0].seq)])
+    assert store.item_changes()[-1].title == "The client's"
+
+
 def test_upsert_without_embedding_reads_back_none(store):
     store.upsert_items([change("m1", embedding=None)])
     assert store.item_changes()[0].embedding is None
