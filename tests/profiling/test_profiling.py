@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 
+import pandas as pd
 import pytest
 from conftest import PACKAGED_LLM as MODEL
 from conftest import require_packaged_llm
@@ -16,7 +17,7 @@ from llmrec.data.catalog import Catalog
 from llmrec.data.items import ItemRecord
 from llmrec.data.store import SQLiteStore
 from llmrec.profiling.book import ProfileBook, read_profiles
-from llmrec.profiling.catalog import catalog_sources, in_batches, profile_into, with_profiles
+from llmrec.profiling.catalog import SHIPPED_PROFILES, catalog_sources, in_batches, profile_into, with_profiles
 from llmrec.profiling.profile import ItemProfile, ItemSource, read_profile
 from llmrec.profiling.profiler import Profiler
 from llmrec.profiling.worker import ProfileWorker
@@ -67,7 +68,10 @@ def test_a_batch_decodes_each_item_exactly_as_it_decodes_alone(profiler):
 
 
 def test_a_profile_joins_the_text_the_encoder_and_bm25_read_and_a_changed_item_loses_it(demo_catalog):
-    items = demo_catalog.items[demo_catalog.items["scene"] == "grocery"].head(2)
+    items = pd.DataFrame(  # two products as the demo's data has them: a review, its first sentence standing in for a title
+        [{"item_id": f"g{n}", "scene": "grocery", "title": text.split(".")[0], "text": text, "attributes": '{"title_source": "review"}', "created_at": 0}
+         for n, text in enumerate([REVIEWS["tea"], REVIEWS["dog"]])]
+    )
     catalog = Catalog("profiled", demo_catalog.scenes, items)
     first = items.iloc[0]
     source = ItemSource(first.item_id, "grocery", first.title, first.text, json.loads(first.attributes))
@@ -84,6 +88,16 @@ def test_a_profile_joins_the_text_the_encoder_and_bm25_read_and_a_changed_item_l
     assert catalog_sources(joined) == catalog_sources(catalog)[1:]  # a profiled item is not profiled again
     changed = items.assign(text=items["text"] + " Edited.")
     assert with_profiles(Catalog("changed", demo_catalog.scenes, changed), {profile.key: profile})[1] == 0
+
+
+def test_the_prepared_demo_shows_the_product_names_of_its_shipped_profiles(demo_catalog):
+    grocery = demo_catalog.items[demo_catalog.items["scene"] == "grocery"]
+    profiled = [row for row in grocery.itertuples() if json.loads(row.attributes).get("title_source") == "profile"]
+    assert len(profiled) >= 900
+    shipped = read_profiles(SHIPPED_PROFILES / "demo.jsonl.gz")
+    for row in profiled:
+        profile = shipped[json.loads(row.attributes)["profile"]["key"]]
+        assert row.title == profile.title and row.text  # the raw review text stays
 
 
 def test_a_stopped_profiling_job_resumes_from_its_book(profiler, tmp_path):
