@@ -273,7 +273,7 @@ def test_overload_is_refused_at_once_with_503_and_retry_after(server):
 
     stage = SlowStage.bind()
     ingress = Ingress.options(num_replicas=1, max_ongoing_requests=4, max_queued_requests=1, backpressure_config={"retry_after_s": 2}, ray_actor_options={"num_cpus": 0})
-    serve.run(ingress.bind(load_config("local"), stage, stage, stage), name="shed", route_prefix="/shed")
+    serve.run(ingress.bind(load_config("local"), stage, stage, stage, stage), name="shed", route_prefix="/shed")
 
     async def calls(label: str, delays: list[float]) -> list[tuple[httpx.Response, float]]:
         async with httpx.AsyncClient(base_url=str(server.base_url), timeout=30) as client:
