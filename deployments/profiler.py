@@ -24,9 +24,6 @@ class ProfilerDeployment(Ready):
         running = config.profiling.background and config.profiling.backend != "none"
         self._stop = follow(self.worker.step, config.profiling.poll_s) if running else None
 
-    def status(self) -> dict[str, int | bool | str | None]:
-        return self.worker.status()
-
     def check_health(self) -> None:
         self.worker.store.ping()
 

@@ -22,6 +22,30 @@ class Backend(Protocol):
     # lets the scene signal weigh the backend's confidence, not only its choice
 
 
+def load_causal_lm(model: str, dtype: str, device: str, threads: int | None):
+    """(tokenizer, model in eval mode, device) for a packaged, local or hub instruct model; shared by
+    the intent backend and the item profiler."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmrec.data.assets import resolve_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    path = resolve_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    loaded = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded.to(device).eval()
+    return tokenizer, loaded, device
+
+
+def stop_ids(tokenizer) -> set[int]:
+    """The tokens that end an answer: end of text and the chat template's end of turn."""
+    stop = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    return {i for i in stop if isinstance(i, int) and i >= 0}
+
+
 class TransformersBackend:
     """transformers on CPU (or any torch device): the constant prompt prefix is encoded once and its
     KV cache reused; the scene is chosen among the configured names (or null) by constrained
@@ -32,21 +56,10 @@ class TransformersBackend:
 
     def __init__(self, config: IntentConfig, scenes: Sequence[str], prompt: PromptBuilder) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from llmrec.data.assets import resolve_model
-
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.torch = torch
         self.config = config
-        path = resolve_model(config.model)
-        dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(device).eval()
-        self.device = device
+        self.tokenizer, self.model, self.device = load_causal_lm(config.model, config.dtype, config.device, config.threads)
         self.lock = threading.Lock()
         # the conversation up to the request's text is the same for every request: split it there
         marker = "\u2063REQUEST\u2063"
@@ -61,8 +74,7 @@ class TransformersBackend:
         firsts = [c[0] for c in self.choices]
         common = max(set(firsts), key=firsts.count)
         self.lookahead = [common] if firsts.count(common) > 1 else []  # saves the forward step of that branch
-        stop = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
-        self.stop_ids = {i for i in stop if isinstance(i, int) and i >= 0}
+        self.stop_ids = stop_ids(self.tokenizer)
         self.cache = None
         with self.lock:
             self._prefill()

@@ -33,21 +33,13 @@ class TransformersGenerator:
 
     def __init__(self, config: ProfilingConfig) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from llmrec.data.assets import resolve_model
+        from llmrec.intent.backends import load_causal_lm, stop_ids
 
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.torch, self.config = torch, config
-        path = resolve_model(config.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype="auto" if config.dtype == "auto" else getattr(torch, config.dtype))
-        self.device = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device).eval()
+        self.tokenizer, self.model, self.device = load_causal_lm(config.model, config.dtype, config.device, config.threads)
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        stop = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
-        self.stop_ids = {i for i in stop if isinstance(i, int) and i >= 0}
+        self.stop_ids = stop_ids(self.tokenizer)
         self.lock = threading.Lock()
         self._heads: dict[str, tuple[int, Any, str]] = {}  # system prompt -> (its length in tokens, its KV cache, the template after the user's text)
 

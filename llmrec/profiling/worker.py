@@ -42,15 +42,8 @@ class ProfileWorker:
         self.after = 0  # the last log sequence number read
         self.pending: dict[str, ItemChange] = {}  # item id -> its latest change, while that still needs a profile
         self.unreadable: set[tuple[str, int]] = set()  # (item id, seq) whose answer could not be read: not tried again until the item changes
-        self.profiled = 0
         self.failed: str | None = None  # why the model could not load: the worker then stops (items keep their stand-in titles)
         self.lock = threading.Lock()
-
-    def status(self) -> dict[str, int | bool | str | None]:
-        return {
-            "pending": len(self.pending), "profiled": self.profiled, "unreadable": len(self.unreadable),
-            "model_loaded": self._profiler is not None, "failed": self.failed,
-        }
 
     def _follow(self) -> list[ItemChange]:
         changes = self.store.item_changes(self.after)
@@ -94,5 +87,4 @@ class ProfileWorker:
             self.store.upsert_items_if_latest(writes)  # an item a client changed meanwhile keeps the client's version
             keys = {change.item_id: change.attributes[PROFILE_ATTRIBUTE]["key"] for change, _ in writes}
             written = sum(1 for c in self._follow() if keys.get(c.item_id) is not None and _profile_key(c) == keys[c.item_id])
-            self.profiled += written
             return written
