@@ -30,7 +30,11 @@ class RankerDeployment(Ranker, Ready):
         check_store_for_cluster(config.store.url, alive, one_machine=declares_one_machine(os.environ))
         catalog = load_catalog(config.catalog)
         store = Store.open(config.store.url, catalog.name)
-        super().__init__(config, catalog, store, lambda: Encoder(config.encoder), observe=ServiceMetrics().stage)
+        # Background profiles are written without embeddings, and each Ranker embeds them while it syncs, under the
+        # index lock: its encoder loads at start then, not on the first such item in the middle of requests.
+        profiled = config.profiling.background and config.profiling.backend != "none"
+        encoder = Encoder(config.encoder) if profiled else (lambda: Encoder(config.encoder))
+        super().__init__(config, catalog, store, encoder, observe=ServiceMetrics().stage)
         self.index_items = Gauge("llmrec_index_items", "Items in each scene's index.", tag_keys=("scene",))
         self._stop = follow(self.sync, config.server.sync_interval_s)
         self.sync()
