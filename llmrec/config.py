@@ -41,12 +41,19 @@ class EncoderConfig(_Section):
 
 
 class IndexConfig(_Section):
-    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
-    exact_below: int = Field(50_000, ge=0, description="With kind=auto, scenes smaller than this get an exact index.")
+    kind: Literal["auto", "flat", "hnsw", "ivf", "ivfpq"] = Field(
+        "auto",
+        description="auto: per scene size, the kind and parameters that `llmrec bench scale` measured fastest at recall@10 >= 0.95 "
+        "(llmrec/configs/index-auto.json); or one kind with the parameters below.",
+    )
     hnsw_m: int = Field(32, ge=4)
     hnsw_ef_search: int = Field(128, ge=1)
-    ivf_nlist: int = Field(1024, ge=1)
+    hnsw_compact_fraction: float = Field(
+        0.25, gt=0, le=1, description="HNSW cannot delete: removed and replaced vectors stay as tombstones until they are this share of the index, then it is rebuilt."
+    )
+    ivf_nlist: int = Field(1024, ge=1, description="IVF lists; the index stays exact until it holds 39 vectors per list to train them on.")
     ivf_nprobe: int = Field(32, ge=1)
+    pq_m: int = Field(48, ge=1, description="IVF-PQ: sub-quantizers of 8 bits each (the dimension must divide by it).")
     use_gpu: bool = Field(False, description="Move exact/IVF indexes to GPU where faiss reports GPUs.")
     overfetch: int = Field(4, ge=1, description="Search this many times k before filtering, doubling until k survive (up to max_examined).")
     max_examined: int = Field(

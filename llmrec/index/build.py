@@ -45,8 +45,7 @@ def index_key(config: PipelineConfig, catalog: Catalog) -> dict[str, Any]:
         "encoder": config.encoder.model,
         "encoder_dtype": config.encoder.dtype,
         "encoder_max_seq_length": config.encoder.max_seq_length,
-        "index_kind": config.index.kind,
-        "index_exact_below": config.index.exact_below,
+        "index_kind": config.index.kind,  # under auto, a saved index of another kind for its size is rebuilt from its vectors on load
     }
 
 

@@ -1,14 +1,17 @@
 """One FAISS index per scene, addressed by item id.
 
-Exact (flat) for small catalogs, HNSW or IVF by configuration. Items can be upserted and removed
-by id at any time (item cold start needs no rebuild). Filtered searches over-fetch and double
-until k items pass, up to a bound, then score the allowed items exactly. FAISS is imported
-lazily; a GPU replica is used only where faiss reports GPUs, and the CPU index stays the source
-of truth.
+Exact (flat), HNSW, IVF or IVF-PQ by configuration, or `auto`: per scene size, the kind and
+parameters `llmrec bench scale` measured fastest at recall@10 >= 0.95 (llmrec/configs/index-auto.json).
+Items can be upserted and removed by id at any time (item cold start needs no rebuild): an IVF index
+stays exact until it holds enough vectors to train its lists, and HNSW, which cannot delete, is
+rebuilt once its tombstones pass `hnsw_compact_fraction`. Filtered searches over-fetch and double
+until k items pass, up to a bound, then score the allowed items exactly. FAISS is imported lazily; a
+GPU replica is used only where faiss reports GPUs, and the CPU index stays the source of truth.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -22,6 +25,11 @@ from llmrec.config import IndexConfig
 
 log = logging.getLogger(__name__)
 INDEX_FORMAT_VERSION = 1
+AUTO_TABLE = Path(__file__).resolve().parent.parent / "configs" / "index-auto.json"  # written by `llmrec bench scale --write-auto`
+BUILD_PARAMS = {"flat": (), "hnsw": ("hnsw_m",), "ivf": ("ivf_nlist",), "ivfpq": ("ivf_nlist", "pq_m")}  # fixed once built
+SEARCH_PARAMS = ("hnsw_ef_search", "ivf_nprobe")  # applied at any time
+TRAIN_PER_LIST = 39  # FAISS's own minimum of training vectors per IVF list
+TRAIN_MAX_PER_LIST = 64  # and a sample of at most this many per list: k-means time stays bounded on a 1M-item scene
 
 
 def _faiss():
@@ -30,41 +38,91 @@ def _faiss():
     return faiss
 
 
+@functools.cache
+def auto_table(path: Path = AUTO_TABLE) -> list[dict[str, Any]]:
+    """The measured choices, smallest scene size first: [{"size", "kind", "params"}, ...]."""
+    return sorted(json.loads(path.read_text())["choices"], key=lambda row: row["size"])
+
+
+def resolve(config: IndexConfig, size: int) -> IndexConfig:
+    """The kind and parameters an index of `size` items gets. With kind=auto: exact below the
+    smallest measured size (it costs less than exact did there, and loses nothing); else the measured
+    choice for the smallest measured size at or above `size` (parameters that hold recall at a larger
+    size hold it at a smaller one), or the largest measured for a bigger scene."""
+    if config.kind != "auto":
+        return config
+    rows = auto_table()
+    if size < rows[0]["size"]:
+        return config.model_copy(update={"kind": "flat"})
+    row = next((r for r in rows if r["size"] >= size), rows[-1])
+    return config.model_copy(update={"kind": row["kind"], **row["params"]})
+
+
 class VectorIndex:
     """Inner-product search over unit vectors, keyed by string item ids."""
 
     def __init__(self, dim: int, config: IndexConfig | None = None, expected_size: int = 0) -> None:
         self.dim = dim
-        self.config = config or IndexConfig()
-        self.kind = self._choose_kind(expected_size)
+        self.requested = config or IndexConfig()
+        self.config = resolve(self.requested, expected_size)
         self._index: Any = None  # built on the first upsert (IVF needs training vectors)
+        self._structure: str | None = None  # what `_index` is: the kind, or flat while an IVF kind waits for training vectors
         self._gpu_index: Any = None
         self._ids: dict[int, str] = {}  # FAISS id → item id, live items only
         self._keys: dict[str, int] = {}  # item id → FAISS id
         self._next_key = 0
         self.device = "cpu"
 
-    def _choose_kind(self, expected_size: int) -> str:
-        if self.config.kind != "auto":
-            return self.config.kind
-        return "flat" if expected_size < self.config.exact_below else "hnsw"
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    def _min_train(self) -> int:
+        """Vectors to train on: 39 per IVF list, and for IVF-PQ 39 per code of each 8-bit sub-quantizer."""
+        return TRAIN_PER_LIST * max(self.config.ivf_nlist, 256 if self.kind == "ivfpq" else 0)
 
     def _build(self, training: np.ndarray) -> Any:
-        faiss = _faiss()
-        if self.kind == "hnsw":
-            inner = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efSearch = self.config.hnsw_ef_search
-        elif self.kind == "ivf":
-            nlist = max(1, min(self.config.ivf_nlist, len(training) // 39))
+        """An empty index of this kind; an IVF kind is trained on `training`, or is flat until there are enough."""
+        faiss, c = _faiss(), self.config
+        structure = c.kind if c.kind not in ("ivf", "ivfpq") or len(training) >= self._min_train() else "flat"
+        if structure in ("ivf", "ivfpq"):
             quantizer = faiss.IndexFlatIP(self.dim)
-            inner = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            if structure == "ivf":
+                inner = faiss.IndexIVFFlat(quantizer, self.dim, c.ivf_nlist, faiss.METRIC_INNER_PRODUCT)
+            else:
+                inner = faiss.IndexIVFPQ(quantizer, self.dim, c.ivf_nlist, c.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+            most = TRAIN_MAX_PER_LIST * max(c.ivf_nlist, 256 if structure == "ivfpq" else 0)
+            if len(training) > most:
+                training = training[np.random.default_rng(0).choice(len(training), most, replace=False)]
             inner.train(training)
-            inner.nprobe = min(self.config.ivf_nprobe, nlist)
+            inner.nprobe = min(c.ivf_nprobe, c.ivf_nlist)
             inner.set_direct_map_type(faiss.DirectMap.Hashtable)  # ids are ours: remove and reconstruct by id
-            return inner
+            index = inner
+        elif structure == "hnsw":
+            inner = faiss.IndexHNSWFlat(self.dim, c.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efSearch = c.hnsw_ef_search
+            index = faiss.IndexIDMap2(inner)
         else:
-            inner = faiss.IndexFlatIP(self.dim)
-        return faiss.IndexIDMap2(inner)
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        self._structure = structure
+        return index
+
+    def _rebuild(self) -> None:
+        """A fresh index over the live items, under the same FAISS ids: IVF trained on all of them, HNSW without tombstones."""
+        keys = np.asarray(list(self._ids), dtype=np.int64)
+        vectors = self._index.reconstruct_batch(keys) if len(keys) else np.zeros((0, self.dim), dtype=np.float32)
+        self._index = self._build(vectors)
+        if len(keys):
+            self._index.add_with_ids(vectors, keys)
+        self._gpu_index = None
+
+    def _maybe_rebuild(self) -> None:
+        if self._structure == "flat" and self.kind in ("ivf", "ivfpq") and len(self._ids) >= self._min_train():
+            log.info("training the %s index on its %d vectors", self.kind, len(self._ids))
+            self._rebuild()
+        elif self._structure == "hnsw" and self._index.ntotal - len(self._ids) > self.config.hnsw_compact_fraction * self._index.ntotal:
+            log.info("compacting an HNSW index: %d tombstones among %d vectors", self._index.ntotal - len(self._ids), self._index.ntotal)
+            self._rebuild()
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -83,7 +141,7 @@ class VectorIndex:
             raise ValueError("upsert got the same item id twice in one batch")
         if self._index is None:
             self._index = self._build(vectors)
-        self.remove([i for i in item_ids if i in self._keys])
+        self._forget([i for i in item_ids if i in self._keys])
         keys = np.arange(self._next_key, self._next_key + len(item_ids), dtype=np.int64)
         self._next_key += len(item_ids)
         self._index.add_with_ids(vectors, keys)
@@ -91,13 +149,20 @@ class VectorIndex:
             self._ids[key] = item_id
             self._keys[item_id] = key
         self._gpu_index = None
+        self._maybe_rebuild()
 
     def remove(self, item_ids: Sequence[str]) -> int:
         """Remove items by id; unknown ids are ignored. Returns how many were removed."""
+        removed = self._forget(item_ids)
+        if removed:
+            self._maybe_rebuild()
+        return removed
+
+    def _forget(self, item_ids: Sequence[str]) -> int:
         keys = [self._keys.pop(i) for i in item_ids if i in self._keys]
         for key in keys:
             del self._ids[key]
-        if keys and self.kind != "hnsw":  # HNSW cannot delete: its dead ids are dropped at search time
+        if keys and self._structure != "hnsw":  # HNSW cannot delete: its tombstones are skipped at search time
             self._index.remove_ids(np.asarray(keys, dtype=np.int64))
         self._gpu_index = None
         return len(keys)
@@ -110,7 +175,7 @@ class VectorIndex:
         return self._index.reconstruct_batch(keys)
 
     def _searcher(self) -> Any:
-        if not self.config.use_gpu or self.kind == "hnsw":
+        if not self.config.use_gpu or self._structure == "hnsw":
             return self._index
         faiss = _faiss()
         if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
@@ -178,6 +243,8 @@ class VectorIndex:
         meta = {
             "format_version": INDEX_FORMAT_VERSION,
             "kind": self.kind,
+            "structure": self._structure,
+            "params": {name: getattr(self.config, name) for name in BUILD_PARAMS[self.kind]},
             "dim": self.dim,
             "count": len(self),
             "written_at": datetime.now(UTC).isoformat(),
@@ -189,11 +256,16 @@ class VectorIndex:
     @classmethod
     def load(cls, directory: Path, config: IndexConfig | None = None) -> VectorIndex:
         """A saved index, checked against its meta.json: raises `CorruptIndexError` on a missing,
-        truncated or inconsistent file, so a caller rebuilds instead of serving a broken index."""
+        truncated or inconsistent file, so a caller rebuilds instead of serving a broken index. Without
+        `config`, it is used as saved. Search parameters come from `config`; when `config` now resolves to another kind or build parameters
+        for this size (a scene that grew, a new measured table), the index is rebuilt from its own
+        vectors, which needs no encoder (not from IVF-PQ's, which are lossy)."""
         try:
             meta = read_index_meta(directory)
-            index = cls(meta["dim"], config)
-            index.kind = meta["kind"]
+            saved = (config or IndexConfig()).model_copy(update={"kind": meta["kind"], **meta.get("params", {})})
+            index = cls(meta["dim"], config or saved, expected_size=meta["count"])
+            wanted, index.config = index.config, saved
+            index._structure = meta.get("structure", meta["kind"])
             ids = json.loads((directory / "ids.json").read_text())
             index._ids = dict(zip(ids["keys"], ids["item_ids"], strict=True))
             if (directory / "index.faiss").is_file():
@@ -207,11 +279,22 @@ class VectorIndex:
             raise CorruptIndexError(f"{directory}: the index holds {index._index.d}-d vectors, meta.json says {index.dim}")
         index._keys = {item_id: key for key, item_id in index._ids.items()}
         index._next_key = ids["next_key"]
-        if index.kind == "hnsw" and index._index is not None:
-            _faiss().downcast_index(index._index.index).hnsw.efSearch = index.config.hnsw_ef_search
-        if index.kind == "ivf" and index._index is not None:
-            index._index.nprobe = min(index.config.ivf_nprobe, index._index.nlist)
+        build = lambda c: (c.kind, *(getattr(c, name) for name in BUILD_PARAMS[c.kind]))  # noqa: E731
+        if build(wanted) != build(saved) and index._structure != "ivfpq":
+            log.info("%s: rebuilding a %s index of %d items as %s", directory, saved.kind, len(index), build(wanted))
+            index.config = wanted
+            if index._index is not None:
+                index._rebuild()
+        index.apply_search_params(wanted)
         return index
+
+    def apply_search_params(self, config: IndexConfig) -> None:
+        """Take `config`'s search-time parameters (HNSW efSearch, IVF nprobe); the built structure stays."""
+        self.config = self.config.model_copy(update={name: getattr(config, name) for name in SEARCH_PARAMS})
+        if self._structure == "hnsw" and self._index is not None:
+            _faiss().downcast_index(self._index.index).hnsw.efSearch = self.config.hnsw_ef_search
+        if self._structure in ("ivf", "ivfpq") and self._index is not None:
+            self._index.nprobe = min(self.config.ivf_nprobe, self.config.ivf_nlist)
 
 
 class CorruptIndexError(RuntimeError):

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from llmrec.config import IndexConfig
-from llmrec.index.vector_index import VectorIndex, read_index_meta
+from llmrec.index.vector_index import VectorIndex, auto_table, read_index_meta, resolve
 
 DIM = 32
-N = 500  # IVF: nlist = 500 // 39 = 12 <= nprobe, so every list is probed and search is exhaustive
+N = 500
+IVF_NLIST = 8  # 500 >= 39 * 8 vectors to train on, and nlist <= nprobe: every list is probed, so search is exhaustive
 KINDS = ["flat", "hnsw", "ivf"]
 
 
@@ -24,7 +25,7 @@ def ids(n: int) -> list[str]:
 
 def build(kind: str, n: int = N, seed: int = 0, **config) -> tuple[VectorIndex, np.ndarray]:
     vectors = unit_vectors(n, seed)
-    index = VectorIndex(DIM, IndexConfig(kind=kind, **config))
+    index = VectorIndex(DIM, IndexConfig(kind=kind, **{"ivf_nlist": IVF_NLIST, **config}))
     index.upsert(ids(n), vectors)
     return index, vectors
 
@@ -140,12 +141,70 @@ def test_upsert_rejects_a_repeated_id_in_one_batch():
         index.upsert(["a", "a"], unit_vectors(2, 0))
 
 
-def test_auto_kind_picks_flat_below_exact_below_and_hnsw_from_it():
-    config = IndexConfig(kind="auto", exact_below=100)
-    assert VectorIndex(DIM, config, expected_size=99).kind == "flat"
-    assert VectorIndex(DIM, config, expected_size=100).kind == "hnsw"
-    assert VectorIndex(DIM, config, expected_size=5000).kind == "hnsw"
+def test_auto_kind_is_exact_below_the_measured_sizes_then_takes_the_choice_of_the_smallest_measured_size_at_or_above():
+    rows = auto_table()
+    assert rows == sorted(rows, key=lambda r: r["size"]) and rows
+    assert resolve(IndexConfig(kind="auto"), 0).kind == resolve(IndexConfig(kind="auto"), rows[0]["size"] - 1).kind == "flat"
+    assert resolve(IndexConfig(kind="auto"), rows[0]["size"]).kind == rows[0]["kind"]
+    for below, row in zip([r["size"] for r in rows], rows[1:]):
+        for size in (below + 1, row["size"]):
+            chosen = resolve(IndexConfig(kind="auto"), size)
+            assert chosen.kind == row["kind"]
+            assert all(getattr(chosen, name) == value for name, value in row["params"].items())
+    assert resolve(IndexConfig(kind="auto"), rows[-1]["size"] * 10).kind == rows[-1]["kind"]
     assert VectorIndex(DIM, IndexConfig(kind="ivf"), expected_size=1).kind == "ivf"
+
+
+def test_ivf_stays_exact_until_it_holds_enough_vectors_to_train_its_lists():
+    vectors = unit_vectors(N, 0)
+    index = VectorIndex(DIM, IndexConfig(kind="ivf", ivf_nlist=IVF_NLIST))
+    for i in range(0, 300, 30):  # items arriving a few at a time, as over HTTP
+        index.upsert(ids(N)[i : i + 30], vectors[i : i + 30])
+    assert index.kind == "ivf" and index._structure == "flat"
+    index.upsert(ids(N)[300:], vectors[300:])
+    assert index._structure == "ivf" and index._index.is_trained and index._index.nlist == IVF_NLIST
+    assert len(index) == N and [index.search(v, 1)[0][0] for v in vectors[::50]] == ids(N)[::50]
+
+
+def test_hnsw_is_rebuilt_without_its_tombstones_once_they_pass_the_compact_fraction():
+    index, vectors = build("hnsw", hnsw_compact_fraction=0.25)
+    index.remove(ids(N)[:100])  # 100 of 500: under a quarter, kept as tombstones
+    assert index._index.ntotal == N and len(index) == N - 100
+    index.upsert(ids(N)[100:130], vectors[100:130])  # replacing a vector leaves one more tombstone
+    assert index._index.ntotal == N + 30
+    index.remove(ids(N)[130:150])  # 150 tombstones of 530 vectors: over a quarter
+    assert index._index.ntotal == len(index) == N - 120
+    assert [index.search(v, 1)[0][0] for v in vectors[150::50]] == ids(N)[150::50]
+    assert all(index.search(v, 1)[0][0] != f"item-{i}" for i, v in enumerate(vectors[:100]))
+
+
+def test_a_saved_index_is_rebuilt_from_its_own_vectors_when_the_config_now_wants_another_kind(tmp_path):
+    index, vectors = build("flat")
+    index.save(tmp_path)
+    loaded = VectorIndex.load(tmp_path, IndexConfig(kind="hnsw", hnsw_ef_search=64))
+    assert loaded.kind == "hnsw" and loaded._structure == "hnsw" and len(loaded) == N
+    assert [loaded.search(v, 1)[0][0] for v in vectors[::25]] == ids(N)[::25]
+    loaded.save(tmp_path)
+    assert read_index_meta(tmp_path)["params"] == {"hnsw_m": 32}
+    assert VectorIndex.load(tmp_path, IndexConfig(kind="hnsw", hnsw_ef_search=16)).config.hnsw_ef_search == 16
+
+
+def test_ivfpq_stays_exact_until_its_codebooks_can_train_then_searches_approximately():
+    n = 39 * 256  # FAISS trains each 8-bit sub-quantizer's 256 codes on 39 vectors apiece
+    vectors = unit_vectors(n, 0)
+    index = VectorIndex(DIM, IndexConfig(kind="ivfpq", pq_m=8, ivf_nlist=4, ivf_nprobe=4))
+    index.upsert(ids(n)[:-1], vectors[:-1])
+    assert index._structure == "flat"
+    index.upsert(ids(n)[-1:], vectors[-1:])
+    assert index._structure == "ivfpq"
+    exact = VectorIndex(DIM, IndexConfig(kind="flat"))
+    exact.upsert(ids(n), vectors)
+    queries = unit_vectors(50, seed=5)
+    recall = np.mean([len({h for h, _ in index.search(q, 10)} & {h for h, _ in exact.search(q, 10)}) / 10 for q in queries])
+    assert recall > 0.3  # 8 bytes per 32-d vector: lossy, but far from random (10 in 9,984)
+    index.remove(["item-0"])
+    index.upsert(["new"], vectors[:1])
+    assert "item-0" not in index and index.search(vectors[0], 1)[0][0] == "new"
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
