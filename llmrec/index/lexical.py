@@ -56,9 +56,12 @@ class LexicalMatch:
 
     def top(self, n: int, allow: Callable[[str], bool], max_examined: int) -> list[str]:
         """The `n` best-matching items that `allow` accepts, among the best `max_examined` (or n) with a positive score."""
-        every, found = self.every, []
-        for examined, position in enumerate(np.argsort(-every, kind="stable")):
-            if len(found) >= n or every[position] <= 0 or examined >= max(n, max_examined):
+        every, limit, found = self.every, max(n, max_examined), []
+        matched = np.flatnonzero(every > 0)  # a few items per query word: the best `limit` are picked without sorting the scene
+        if len(matched) > limit:
+            matched = matched[np.argpartition(-every[matched], limit - 1)[:limit]]
+        for position in matched[np.lexsort((matched, -every[matched]))]:  # best first, ties in index order
+            if len(found) >= n:
                 break
             item_id = self.index.item_ids[position]
             if allow(item_id):

@@ -7,6 +7,7 @@ process reach it. The Ranker (`ranker.py`) reads it to rank.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -246,10 +247,9 @@ class Users:
                     item_id = model.item_ids[position]
                     if allow(item_id) and self.items[item_id].scene == scene:
                         found.append(item_id)
-            if not text_led:
-                seen = set(found)
-                popular = [i for i in self._popular(scene) if i not in seen and allow(i)]
-                found += popular[:n]
+            if not text_led:  # the most popular n that pass, among the scene's first max_examined: bounded work at any scene size
+                seen, examined = set(found), max(n, self.config.index.max_examined)
+                found += list(itertools.islice((i for i in self._popular(scene)[:examined] if i not in seen and allow(i)), n))
             return found
 
     def _popular(self, scene: str) -> list[str]:
