@@ -239,6 +239,34 @@ def cmd_bench_overload(args: argparse.Namespace) -> None:
     _emit(args, result, overload.format_result(result))
 
 
+def cmd_bench_scale(args: argparse.Namespace) -> None:
+    from llmrec.bench import scale
+
+    sizes = [int(size) for size in args.sizes.split(",")]
+    kinds = args.kinds.split(",")
+    result = scale.scale_benchmark(_config(args), sizes, args.requests, args.films, args.naive_items, args.naive_requests, kinds, log=lambda line: print(line, file=sys.stderr))
+    if args.write_auto:
+        scale.write_auto(result, command=" ".join(["llmrec", *sys.argv[1:]]))
+    _emit(args, result, scale.format_result(result))
+
+
+def cmd_bench_shards(args: argparse.Namespace) -> None:
+    import ray
+
+    from deployments.shard import RayShards, start_cluster
+    from llmrec.bench import shards
+
+    config = _config(args)
+    counts = [int(count) for count in args.shards.split(",")]
+    cluster = start_cluster(max(counts))
+    try:
+        result = shards.shard_benchmark(config, args.size, counts, lambda n: RayShards(n, config.index), log=lambda line: print(line, file=sys.stderr))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    _emit(args, result, shards.format_result(result))
+
+
 def cmd_bench_first_start(args: argparse.Namespace) -> None:
     from llmrec.bench import first_start
 
@@ -426,6 +454,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="concurrent requests")
     p.add_argument("--report-dir", type=Path, help="keep schemathesis' JSON and JUnit reports here")
     p.set_defaults(func=cmd_bench_fuzz)
+    p = bench.add_parser("scale", parents=[common], help="index kinds and whole requests at 10k-1M items per scene: build, memory, latency, recall; the auto picks")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated items per scene")
+    p.add_argument("--requests", type=int, default=50, help="in-process requests per size (history, with and without a filter)")
+    p.add_argument("--films", type=int, help="use only the first N real films (default: all 58,788)")
+    p.add_argument("--naive-items", type=int, default=4000, help="items of the seed design's anchor (a cross-encoder pass per pair; 0: leave it out)")
+    p.add_argument("--naive-requests", type=int, default=3)
+    p.add_argument("--kinds", default="flat,hnsw,ivf,ivfpq", help="index kinds to measure (flat is the recall reference and always a candidate)")
+    p.add_argument("--write-auto", action="store_true", help="save the per-size picks as llmrec/configs/index-auto.json (what index.kind auto reads)")
+    p.set_defaults(func=cmd_bench_scale)
+    p = bench.add_parser("shards", parents=[common], help="one scene's index in several shards on a local multi-node Ray cluster, against one shard")
+    p.add_argument("--size", type=int, default=200_000, help="items in the scene (bench scale's films, then projected variants)")
+    p.add_argument("--shards", default="1,2", help="comma-separated shard counts; the cluster gets one node per shard of the largest")
+    p.set_defaults(func=cmd_bench_shards)
     p = bench.add_parser("first-start", parents=[common], help="time make run's steps in a fresh LLMREC_HOME, then the first answers over HTTP")
     p.add_argument("--home", type=Path, help="an empty directory to use as LLMREC_HOME (default: a temporary one, removed afterwards)")
     p.add_argument("--port", type=int, default=8000)
