@@ -6,8 +6,10 @@ On one machine, in one run, over the same texts and the same training batches:
 - the plain-torch training step in this process (samples/s) vs the same loop under Ray Train's
   TorchTrainer (samples/s measured inside the workers, first step excluded), and the TorchTrainer
   job's wall time including its start-up.
-The raw baselines run with as many torch threads as one Ray worker or actor gets (Ray sets
-OMP_NUM_THREADS to its CPU count, 1 here), so a ratio compares the same compute.
+The raw embedding baseline runs with as many torch threads as the actor pool has cores (Ray sets
+OMP_NUM_THREADS to an actor's CPU count, 1 here), and the raw training step with one, as one Ray
+Train worker gets, so each ratio compares the same compute. `--embed-only` stops after the
+embedding rows.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def _machine(use_gpu: bool) -> str:
 
 
 def train_benchmark(
-    config: PipelineConfig, steps: int = 20, batch_size: int = 16, max_seq_length: int = 64, items: int = 1000, num_workers: int = 1, actors: int = 1, use_gpu: bool = False
+    config: PipelineConfig, steps: int = 20, batch_size: int = 16, max_seq_length: int = 64, items: int | None = None, num_workers: int = 1, actors: int = 1, use_gpu: bool = False,
+    train: bool = True,
 ) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
@@ -47,12 +50,12 @@ def train_benchmark(
     device = "cuda" if use_gpu else "cpu"
     catalog = load_catalog(config.catalog)
     text = CatalogText.of(catalog)
-    texts = list(text.texts.values())[:items]
+    texts = list(text.texts.values())[:items]  # default: the whole catalog, as an index build embeds it
     rows: list[dict[str, Any]] = []
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what a Ray worker / actor with num_cpus=1 runs with
+    torch.set_num_threads(actors)  # the cores the actor pool gets: a Ray actor with num_cpus=1 runs one thread
 
     st = SentenceTransformer(model, device=device)
     st.max_seq_length = max_seq_length
@@ -60,17 +63,21 @@ def train_benchmark(
     started = time.perf_counter()
     st.encode(texts, batch_size=256)
     raw_items = len(texts) / (time.perf_counter() - started)
-    rows.append({"what": "embed: raw sentence-transformers encode, 1 thread", "unit": "items/s", "value": round(raw_items, 1)})
+    rows.append({"what": f"embed: raw sentence-transformers encode, {actors} thread(s)", "unit": "items/s", "value": round(raw_items, 1)})
     del st
 
     job = TrainJob(num_workers=num_workers, use_gpu=use_gpu, max_steps=steps + 1, batch_size=batch_size, max_seq_length=max_seq_length)
     init_ray(job)
-    frame = pd.DataFrame({"item_id": list(text.texts)[:items], "text": texts})
+    frame = pd.DataFrame({"item_id": list(text.texts)[: len(texts)], "text": texts})
     started = time.perf_counter()
     embed_with_ray(frame, model, max_seq_length, actors, use_gpu)
     ray_items = len(texts) / (time.perf_counter() - started)
     rows.append({"what": f"embed: Ray Data index build ({actors} actor(s), start-up included)", "unit": "items/s", "value": round(ray_items, 1), "ratio": round(ray_items / raw_items, 3)})
 
+    if not train:
+        torch.set_num_threads(threads)
+        return {"machine": _machine(use_gpu), "device": device, "model": config.encoder.model, "catalog": catalog.name, "items": len(texts), "rows": rows}
+    torch.set_num_threads(1)  # one Ray Train worker's thread
     pairs = encoder_pairs(text, cold_split(catalog).train, pairs_per_user=2, max_pairs=batch_size * (steps + 1) * num_workers, seed=0)
     pairs["negative_text"] = pairs["item_text"].shift(1).fillna(pairs["item_text"].iloc[-1])  # bench: shape of a hard negative, not mined
     loop = LoopConfig(task="encoder", base_model=model, max_steps=steps + 1, batch_size=batch_size, max_seq_length=max_seq_length, checkpoint_every=10**9, log_every=10**9, warmup_steps=1)
@@ -98,8 +105,9 @@ def train_benchmark(
 
 
 def format_table(result: dict[str, Any]) -> str:
+    training = f", {result['steps']} steps of batch {result['batch_size']} per worker, max_seq_length {result['max_seq_length']}" if "steps" in result else ""
     lines = [
-        f"{result['machine']}; {result['items']} {result['catalog']} items, {result['steps']} steps of batch {result['batch_size']} per worker, max_seq_length {result['max_seq_length']}",
+        f"{result['machine']}; {result['items']} {result['catalog']} items{training}",
         "| what | value | ratio |",
         "|---|---|---|",
     ]

@@ -100,7 +100,7 @@ def cmd_bench_train(args: argparse.Namespace, config) -> None:
 
     result = train_benchmark(
         config, steps=args.steps, batch_size=args.batch_size, max_seq_length=args.max_seq_length, items=args.items,
-        num_workers=args.num_workers, actors=args.actors, use_gpu=args.use_gpu,
+        num_workers=args.num_workers, actors=args.actors, use_gpu=args.use_gpu, train=not args.embed_only,
     )
     _emit(args, result, format_table(result))
 
@@ -181,7 +181,8 @@ def add_commands(
     p.add_argument("--steps", type=int, default=20, help="timed training steps (after one warm-up step)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-seq-length", type=int, default=64)
-    p.add_argument("--items", type=int, default=1000, help="catalog items to embed")
+    p.add_argument("--items", type=int, help="catalog items to embed (default: all, as an index build does)")
+    p.add_argument("--embed-only", action="store_true", help="only the embedding rows (no training)")
     p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
     p.add_argument("--actors", type=int, default=1, help="Ray Data encoder actors")
     p.add_argument("--use-gpu", action="store_true")

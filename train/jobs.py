@@ -107,9 +107,13 @@ def embed_with_ray(frame: pd.DataFrame, model: str, max_seq_length: int, actors:
         embedder = BatchEmbedder(model, "cuda" if use_gpu else "cpu", max_seq_length)
         return frame.reset_index(drop=True).assign(vector=list(embedder({"text": frame["text"].to_numpy()})["vector"]))
     frame = frame.reset_index(drop=True).assign(_row=np.arange(len(frame)))
-    dataset = ray.data.from_pandas(frame).map_batches(
+    # Sorted by length, as one `encode` over everything sorts: each batch pads to similar lengths. In
+    # blocks of a few batches, so that every actor of the pool gets work from the start.
+    frame = frame.iloc[np.argsort(frame["text"].str.len().to_numpy(), kind="stable")]
+    blocks = [frame.iloc[start : start + 4 * batch_size] for start in range(0, len(frame), 4 * batch_size)]
+    dataset = ray.data.from_pandas(blocks).map_batches(
         BatchEmbedder,
-        fn_constructor_kwargs={"model": model, "device": "cuda" if use_gpu else "cpu", "max_seq_length": max_seq_length},
+        fn_constructor_kwargs={"model": model, "device": "cuda" if use_gpu else "cpu", "max_seq_length": max_seq_length, "batch_size": batch_size},
         batch_size=batch_size,
         batch_format="numpy",
         concurrency=actors,
@@ -127,12 +131,8 @@ def _data_dir(job: TrainJob) -> Path:
 
 def cold_split(catalog):
     """The evaluation's ml1m-cold-items split (the same call on any catalog)."""
-    try:
-        from llmrec.evaluation.protocols import ml1m_cold_items_split
-    except ImportError:
-        from llmrec.data.splits import cold_item_split
+    from llmrec.evaluation.protocols import ml1m_cold_items_split
 
-        return cold_item_split(catalog.interactions, SPLIT["cold_fraction"], SPLIT["seed"])
     return ml1m_cold_items_split(catalog)
 
 
