@@ -58,9 +58,9 @@ SCENE = "film"
 # ---- items and vectors ------------------------------------------------------------------------
 def films() -> pd.DataFrame:
     """ggplot2movies as catalog item rows (item_id, scene, title, text, attributes), in a fixed shuffled order."""
-    from llmrec.data.datasets.demo import _rdata
+    from llmrec.data.datasets.demo import rdata
 
-    raw = _rdata("ggplot2movies/movies").sample(frac=1.0, random_state=0).reset_index(drop=True)
+    raw = rdata("ggplot2movies/movies").sample(frac=1.0, random_state=0).reset_index(drop=True)
     rows = []
     for film in raw.itertuples(index=False):
         genres = [g for g in GENRES if getattr(film, g) == 1]
@@ -250,10 +250,10 @@ def measure_size(
         index = VectorIndex(vectors.shape[1], config, expected_size=size)
         index.upsert(ids, vectors)
         build_s = time.perf_counter() - start
-        if index._structure != build["kind"]:
+        if index.structure != build["kind"]:
             log(f"    skipped: {size:,} vectors are too few to train {build}, which stays exact")
             continue
-        memory_mb = len(_faiss_bytes(index)) / 2**20
+        memory_mb = index.nbytes() / 2**20
         for value in values:
             if param:
                 index.apply_search_params(config.model_copy(update={param: value}))
@@ -265,11 +265,6 @@ def measure_size(
         del index
     return rows
 
-
-def _faiss_bytes(index: VectorIndex) -> np.ndarray:
-    import faiss
-
-    return faiss.serialize_index(index._index)
 
 
 def pick_auto(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -77,6 +77,15 @@ class VectorIndex:
     def kind(self) -> str:
         return self.config.kind
 
+    @property
+    def structure(self) -> str | None:
+        """What is built: the kind, or flat while an IVF kind waits for training vectors (None before any item)."""
+        return self._structure
+
+    def nbytes(self) -> int:
+        """The index's size as FAISS serializes it (vectors, graph or codes)."""
+        return 0 if self._index is None else len(_faiss().serialize_index(self._index))
+
     def _min_train(self) -> int:
         """Vectors to train on: 39 per IVF list, and for IVF-PQ 39 per code of each 8-bit sub-quantizer."""
         return TRAIN_PER_LIST * max(self.config.ivf_nlist, 256 if self.kind == "ivfpq" else 0)
@@ -279,9 +288,8 @@ class VectorIndex:
             raise CorruptIndexError(f"{directory}: the index holds {index._index.d}-d vectors, meta.json says {index.dim}")
         index._keys = {item_id: key for key, item_id in index._ids.items()}
         index._next_key = ids["next_key"]
-        build = lambda c: (c.kind, *(getattr(c, name) for name in BUILD_PARAMS[c.kind]))  # noqa: E731
-        if build(wanted) != build(saved) and index._structure != "ivfpq":
-            log.info("%s: rebuilding a %s index of %d items as %s", directory, saved.kind, len(index), build(wanted))
+        if _build_key(wanted) != _build_key(saved) and index._structure != "ivfpq":
+            log.info("%s: rebuilding a %s index of %d items as %s", directory, saved.kind, len(index), _build_key(wanted))
             index.config = wanted
             if index._index is not None:
                 index._rebuild()
@@ -295,6 +303,11 @@ class VectorIndex:
             _faiss().downcast_index(self._index.index).hnsw.efSearch = self.config.hnsw_ef_search
         if self._structure in ("ivf", "ivfpq") and self._index is not None:
             self._index.nprobe = min(self.config.ivf_nprobe, self.config.ivf_nlist)
+
+
+def _build_key(config: IndexConfig) -> tuple[Any, ...]:
+    """The kind and the parameters fixed once an index of that kind is built."""
+    return (config.kind, *(getattr(config, name) for name in BUILD_PARAMS[config.kind]))
 
 
 class CorruptIndexError(RuntimeError):

@@ -160,9 +160,9 @@ def test_ivf_stays_exact_until_it_holds_enough_vectors_to_train_its_lists():
     index = VectorIndex(DIM, IndexConfig(kind="ivf", ivf_nlist=IVF_NLIST))
     for i in range(0, 300, 30):  # items arriving a few at a time, as over HTTP
         index.upsert(ids(N)[i : i + 30], vectors[i : i + 30])
-    assert index.kind == "ivf" and index._structure == "flat"
+    assert index.kind == "ivf" and index.structure == "flat"
     index.upsert(ids(N)[300:], vectors[300:])
-    assert index._structure == "ivf" and index._index.is_trained and index._index.nlist == IVF_NLIST
+    assert index.structure == "ivf" and index._index.is_trained and index._index.nlist == IVF_NLIST
     assert len(index) == N and [index.search(v, 1)[0][0] for v in vectors[::50]] == ids(N)[::50]
 
 
@@ -182,7 +182,7 @@ def test_a_saved_index_is_rebuilt_from_its_own_vectors_when_the_config_now_wants
     index, vectors = build("flat")
     index.save(tmp_path)
     loaded = VectorIndex.load(tmp_path, IndexConfig(kind="hnsw", hnsw_ef_search=64))
-    assert loaded.kind == "hnsw" and loaded._structure == "hnsw" and len(loaded) == N
+    assert loaded.kind == "hnsw" and loaded.structure == "hnsw" and len(loaded) == N
     assert [loaded.search(v, 1)[0][0] for v in vectors[::25]] == ids(N)[::25]
     loaded.save(tmp_path)
     assert read_index_meta(tmp_path)["params"] == {"hnsw_m": 32}
@@ -194,9 +194,9 @@ def test_ivfpq_stays_exact_until_its_codebooks_can_train_then_searches_approxima
     vectors = unit_vectors(n, 0)
     index = VectorIndex(DIM, IndexConfig(kind="ivfpq", pq_m=8, ivf_nlist=4, ivf_nprobe=4))
     index.upsert(ids(n)[:-1], vectors[:-1])
-    assert index._structure == "flat"
+    assert index.structure == "flat"
     index.upsert(ids(n)[-1:], vectors[-1:])
-    assert index._structure == "ivfpq"
+    assert index.structure == "ivfpq"
     exact = VectorIndex(DIM, IndexConfig(kind="flat"))
     exact.upsert(ids(n), vectors)
     queries = unit_vectors(50, seed=5)

