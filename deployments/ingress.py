@@ -6,7 +6,8 @@ No `from __future__ import annotations` here: FastAPI reads the route annotation
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Request, Security
@@ -23,6 +24,7 @@ from llmrec.config import ConfigError, PipelineConfig
 from llmrec.data.items import item_text
 from llmrec.errors import UnavailableError
 from llmrec.intent.schema import Intent
+from llmrec.serving.budget import call_within
 from llmrec.serving.http import (
     AdminKey,
     BodyLimitMiddleware,
@@ -120,14 +122,15 @@ class Ingress:
         api.state.retry_after_s = server.retry_after_s
         api.state.observe_request = self.metrics.request
 
-    async def _call(self, stage: str, call: Awaitable[T], write: bool = False) -> T:
+    async def _call(self, stage: str, call: Callable[[], Awaitable[T]], write: bool = False, idempotent: bool = True) -> T:
         """One of the ingress's own stage calls (the pipeline's have their budgets and turn a refusal into a
-        fallback or a 503 themselves), within call_timeout_s; a full queue is a 503 with Retry-After here,
+        fallback or a 503 themselves), within call_timeout_s; sent once more when its replica died under it,
+        if it is `idempotent` (reads, item upserts, keyed events); a full queue is a 503 with Retry-After here,
         in the API's error format (Serve's own handler for BackPressureError would answer plain text)."""
         try:
-            return await asyncio.wait_for(call, self.call_timeout_s)
+            return await call_within(f"{stage} call", call, self.call_timeout_s, replica_died if idempotent else None)
         except TimeoutError:
-            outcome = " (the write may still be applied: retrying an item write is safe, an event may count twice)" if write else ""
+            outcome = " (the write may still be applied: retrying it is safe, with an event_id for events)" if write else ""
             raise UnavailableError(f"the {stage} stage gave no answer within {self.call_timeout_s:g} s{outcome}; try again") from None
         except OVERLOADED as error:
             raise OverloadedError(f"the {stage} stage is overloaded ({error}); retry after the Retry-After seconds", getattr(error, "retry_after_s", None)) from None
@@ -166,15 +169,16 @@ class Ingress:
     async def put_items(self, request: Request, key: AdminOnly = None) -> Upserted:
         self.admin.check(key, self.clients)
         batch = validate_batch(ItemBatch, ItemIn, "items", await read_json(request))
-        await self._call("ranker", self.ranker.check_scenes.remote(sorted({i.scene for i in batch.items})))
-        vectors = await self._call("encoder", self.encoder.encode.remote([item_text(i) for i in batch.items]))
-        ids = await self._call("ranker", self.ranker.add_items.remote(batch.items, vectors), write=True)
+        await self._call("ranker", lambda: self.ranker.check_scenes.remote(sorted({i.scene for i in batch.items})))
+        vectors = await self._call("encoder", lambda: self.encoder.encode.remote([item_text(i) for i in batch.items]))
+        ids = await self._call("ranker", lambda: self.ranker.add_items.remote(batch.items, vectors), write=True)
         return Upserted(upserted=ids)
 
     @api.delete("/v1/items/{item_id}", summary="Remove an item (admin)", response_model=Deleted, responses=error_responses(401, 403, 404, 422, 503))
     async def delete_item(self, item_id: Annotated[str, Path(min_length=1, max_length=300)], key: AdminOnly = None) -> Deleted:
         self.admin.check(key, self.clients)
-        return Deleted(deleted=await self._call("ranker", self.ranker.remove_items.remote([item_id]), write=True))
+        # Not sent twice: a delete that landed before its replica died would then answer 404.
+        return Deleted(deleted=await self._call("ranker", lambda: self.ranker.remove_items.remote([item_id]), write=True, idempotent=False))
 
     @api.post(
         "/v1/events",
@@ -186,12 +190,13 @@ class Ingress:
     async def events(self, request: Request, key: ClientKey = None) -> Stored:
         self.clients.check(key)
         batch = validate_batch(EventBatch, EventIn, "events", await read_json(request))
-        return Stored(stored=await self._call("ranker", self.ranker.record_events.remote(batch.events), write=True))
+        events = batch.keyed(uuid.uuid4().hex)  # ids of this write alone: sent again, it is not stored twice
+        return Stored(stored=await self._call("ranker", lambda: self.ranker.record_events.remote(events), write=True))
 
     @api.get("/v1/scenes", responses=error_responses(401, 503))
     async def scenes(self, key: ClientKey = None) -> list[dict[str, Any]]:
         self.clients.check(key)
-        return await self._call("ranker", self.ranker.scenes.remote())
+        return await self._call("ranker", lambda: self.ranker.scenes.remote())
 
     @api.get("/healthz", summary="Liveness: the ingress answers (no key needed)", response_model=Health)
     async def healthz(self) -> Health:

@@ -13,7 +13,7 @@ from ray import serve
 from deployments.stage import Ready
 from llmrec.config import PipelineConfig
 from llmrec.data.catalog import load_catalog
-from llmrec.data.store import Store, follow
+from llmrec.data.store import Follower, Store
 from llmrec.profiling.worker import ProfileWorker
 
 
@@ -22,11 +22,13 @@ class ProfilerDeployment(Ready):
     def __init__(self, config: PipelineConfig) -> None:
         self.worker = ProfileWorker(Store.open(config.store.url, load_catalog(config.catalog).name), config.profiling)
         running = config.profiling.background and config.profiling.backend != "none"
-        self._stop = follow(self.worker.step, config.profiling.poll_s) if running else None
+        self.follower = Follower(self.worker.step, config.profiling.poll_s) if running else None
 
     def check_health(self) -> None:
-        self.worker.store.ping()
+        """Healthy while it follows the store (a database that is away only delays profiles: no restart for it)."""
+        if self.follower is not None and not self.follower.alive:
+            raise RuntimeError("the profiling follower thread stopped: items written without a title are no longer profiled")
 
     def __del__(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
+        if self.follower is not None:
+            self.follower.stop()

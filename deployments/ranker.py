@@ -17,7 +17,7 @@ from deployments.stage import Ready
 from llmrec.config import PipelineConfig
 from llmrec.data.catalog import load_catalog
 from llmrec.data.placement import check_store_for_cluster, declares_one_machine
-from llmrec.data.store import Store, follow
+from llmrec.data.store import Follower, Store
 from llmrec.serving.encoder import Encoder
 from llmrec.serving.ranker import Ranker
 
@@ -36,7 +36,7 @@ class RankerDeployment(Ranker, Ready):
         encoder = Encoder(config.encoder) if profiled else (lambda: Encoder(config.encoder))
         super().__init__(config, catalog, store, encoder, observe=ServiceMetrics().stage)
         self.index_items = Gauge("llmrec_index_items", "Items in each scene's index.", tag_keys=("scene",))
-        self._stop = follow(self.sync, config.server.sync_interval_s)
+        self.follower = Follower(self.sync, config.server.sync_interval_s)
         self.sync()
 
     def sync(self) -> int:
@@ -46,7 +46,10 @@ class RankerDeployment(Ranker, Ready):
         return applied
 
     def check_health(self) -> None:
-        self.retriever.store.ping()
+        """Healthy while it follows the store. Not a database ping: with the database away a replica still
+        answers from the writes it applied, and restarting it then would take that away too."""
+        if not self.follower.alive:
+            raise RuntimeError("the store follower thread stopped: writes made elsewhere no longer reach this replica")
 
     def __del__(self) -> None:
-        self._stop.set()
+        self.follower.stop()

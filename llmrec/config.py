@@ -173,6 +173,7 @@ class DeadlineConfig(_Section):
     """How long a request may take, in total and per stage; a stage over budget degrades the answer."""
 
     total_ms: int = Field(5000, ge=10)
+    sync_ms: int = Field(1000, ge=1, description="Catching up with the store's writes; past it, or with the store away, the answer comes from what the replica applied.")
     prepare_ms: int = Field(1000, ge=1)
     intent_ms: int = Field(1500, ge=1)
     encode_ms: int = Field(1000, ge=1)

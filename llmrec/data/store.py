@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS event_log (
     kind TEXT NOT NULL,
     value REAL,
     timestamp INTEGER NOT NULL,
-    written_at REAL NOT NULL
+    written_at REAL NOT NULL,
+    event_id TEXT
 );
 """
 
@@ -66,9 +67,13 @@ CREATE TABLE IF NOT EXISTS event_log (
     kind TEXT NOT NULL,
     value DOUBLE PRECISION,
     timestamp BIGINT NOT NULL,
-    written_at DOUBLE PRECISION NOT NULL
+    written_at DOUBLE PRECISION NOT NULL,
+    event_id TEXT
 );
+ALTER TABLE event_log ADD COLUMN IF NOT EXISTS event_id TEXT;
 """
+# An event's client id is unique where given (NULLs never collide): a retried write is stored once.
+EVENT_ID_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS event_log_event_id ON event_log (event_id)"
 
 
 @dataclass
@@ -93,6 +98,7 @@ class EventRecord:
     value: float | None
     timestamp: int
     seq: int = 0
+    event_id: str | None = None  # the client's idempotency key: an id already stored is not stored again
 
 
 _PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)([^&]*)")
@@ -136,20 +142,37 @@ def default_store_path(catalog_name: str) -> Path:
     return llmrec_home() / "state" / f"{catalog_name}.sqlite"
 
 
-def follow(sync: Callable[[], int], interval_s: float) -> threading.Event:
-    """Call `sync` every `interval_s` seconds in a daemon thread until the returned event is set:
-    how writes made elsewhere reach an idle replica within about that interval."""
-    stop = threading.Event()
+class Follower:
+    """Calls `sync` every `interval_s` seconds in a daemon thread until stopped: how writes made elsewhere
+    reach an idle replica within about that interval. A failing sync (the store away) is logged once
+    per outage and tried again at the next tick; `alive` is what a replica's health check reads."""
 
-    def loop() -> None:
-        while not stop.wait(interval_s):
+    def __init__(self, sync: Callable[[], int], interval_s: float) -> None:
+        self._sync, self._interval_s = sync, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="llmrec-store-follow", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        failing = False
+        while not self._stop.wait(self._interval_s):
             try:
-                sync()
-            except Exception:  # a failed poll is retried at the next tick; requests sync again anyway
-                log.exception("store sync failed")
+                self._sync()
+            except Exception:
+                if not failing:
+                    log.exception("store sync failed; trying again every %.1f s (answers come from the writes applied so far)", self._interval_s)
+                failing = True
+            else:
+                if failing:
+                    log.warning("store sync works again")
+                failing = False
 
-    threading.Thread(target=loop, name="llmrec-store-follow", daemon=True).start()
-    return stop
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class Store:
@@ -169,7 +192,8 @@ class Store:
             raise ConfigError(f"store url {redact_url(url)!r}: use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB (no driver suffix such as +psycopg)")
         return SQLiteStore(url)
 
-    def _write(self, sql: str, rows: list[tuple]) -> int:
+    def _write(self, sql: str, rows: list[tuple], idempotent: bool = False) -> int:
+        """Append `rows` in one transaction; `idempotent` rows land once however often they are sent."""
         raise NotImplementedError
 
     def _read(self, sql: str, params: tuple) -> list[tuple]:
@@ -220,10 +244,14 @@ class Store:
         return self._write("INSERT INTO item_log (item_id, op, written_at) VALUES (?, 'delete', ?)", [(i, now) for i in item_ids])
 
     def add_events(self, events: Iterable[EventRecord]) -> int:
+        """Append events; one whose `event_id` is already stored is skipped (a retried write lands once)."""
         now = time.time()
-        rows = [(e.user_id, e.item_id, e.kind, e.value, e.timestamp, now) for e in events]
+        rows = [(e.user_id, e.item_id, e.kind, e.value, e.timestamp, now, e.event_id) for e in events]
         return self._write(
-            "INSERT INTO event_log (user_id, item_id, kind, value, timestamp, written_at) VALUES (?, ?, ?, ?, ?, ?)", rows
+            "INSERT INTO event_log (user_id, item_id, kind, value, timestamp, written_at, event_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            rows,
+            idempotent=all(row[-1] is not None for row in rows),
         )
 
     def item_changes(self, after: int = 0) -> list[ItemChange]:
@@ -242,8 +270,8 @@ class Store:
         ]
 
     def events(self, after: int = 0) -> list[EventRecord]:
-        rows = self._read("SELECT seq, user_id, item_id, kind, value, timestamp FROM event_log WHERE seq > ? ORDER BY seq", (after,))
-        return [EventRecord(seq=r[0], user_id=r[1], item_id=r[2], kind=r[3], value=r[4], timestamp=r[5]) for r in rows]
+        rows = self._read("SELECT seq, user_id, item_id, kind, value, timestamp, event_id FROM event_log WHERE seq > ? ORDER BY seq", (after,))
+        return [EventRecord(seq=r[0], user_id=r[1], item_id=r[2], kind=r[3], value=r[4], timestamp=r[5], event_id=r[6]) for r in rows]
 
 
 class SQLiteStore(Store):
@@ -258,6 +286,9 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SQLITE_SCHEMA)
+        if "event_id" not in {row[1] for row in self._db.execute("PRAGMA table_info(event_log)")}:  # a store made before event ids
+            self._db.execute("ALTER TABLE event_log ADD COLUMN event_id TEXT")
+        self._db.execute(EVENT_ID_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -267,7 +298,7 @@ class SQLiteStore(Store):
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
-    def _write(self, sql: str, rows: list[tuple]) -> int:
+    def _write(self, sql: str, rows: list[tuple], idempotent: bool = False) -> int:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
             try:
@@ -283,47 +314,44 @@ class SQLiteStore(Store):
 class PostgresStore(Store):
     """A server database shared by every replica of a cluster (needs the `postgres` extra: psycopg).
 
-    When the server goes away (a restart, a failover), the next call reconnects with bounded
-    backoff (`reconnect_s` in all) instead of failing until the replica is recycled; followers keep
+    When the server goes away (a restart, a failover), each later call tries one new connection
+    (`connect_timeout_s` at most) and, if the server is still away, fails at once with
+    `UnavailableError` (503) instead of waiting: a replica keeps answering reads from what it has
+    applied, and writes succeed again on the first call after the server is back. Followers keep
     the sequence numbers they applied, so they resume where they were. A read that loses its
-    connection is retried once on the new one. A write is never retried: whether it committed is
-    unknown, so it fails (a 503 the client may retry) and is never acknowledged twice or lost."""
+    connection is retried once on a new one; a write only when its rows never went out (or when it
+    is idempotent: keyed events), so nothing is applied twice, and nothing unacknowledged is lost."""
 
-    def __init__(self, url: str, reconnect_s: float = 10.0) -> None:
+    def __init__(self, url: str, connect_timeout_s: float = 2.0) -> None:
         try:
             import psycopg
         except ImportError:
             raise ConfigError(f"store url {redact_url(url)!r} needs psycopg: pip install 'llmrec[postgres]'") from None
         self.url = url
-        self.reconnect_s = reconnect_s
+        self.connect_timeout_s = connect_timeout_s
         self._psycopg = psycopg
         self._lock = threading.Lock()
         self._db = self._connect()
         with self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(72016)")  # CREATE IF NOT EXISTS races between replicas
-            self._db.execute(POSTGRES_SCHEMA)
+            self._db.execute(POSTGRES_SCHEMA + EVENT_ID_INDEX)
 
     def _connect(self):  # -> psycopg.Connection
         try:
-            return self._psycopg.connect(self.url, autocommit=True)
+            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)))
         except self._psycopg.Error as error:  # libpq's message can quote the URL, password included
             raise ConfigError(f"cannot open the store at {redact_url(self.url)!r}: {_scrub(str(error).strip(), self.url)}") from None
 
     def _connection(self):  # -> psycopg.Connection; call with the lock held
-        """The open connection; after the server went away, a new one, tried with growing pauses."""
+        """The open connection; after the server went away, one new connection tried, or UnavailableError."""
         if not (self._db.closed or self._db.broken):
             return self._db
-        deadline, pause = time.monotonic() + self.reconnect_s, 0.05
-        while True:
-            try:
-                self._db = self._connect()
-                log.warning("store: reconnected to %s", redact_url(self.url))
-                return self._db
-            except ConfigError as error:
-                if time.monotonic() + pause > deadline:
-                    raise UnavailableError(f"the store is not answering after {self.reconnect_s:.0f} s of reconnecting ({error}); try again") from None
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
+        try:
+            self._db = self._connect()
+        except ConfigError as error:
+            raise UnavailableError(f"the store is not answering ({error}); try again") from None
+        log.warning("store: reconnected to %s", redact_url(self.url))
+        return self._db
 
     def close(self) -> None:
         with self._lock:
@@ -341,7 +369,7 @@ class PostgresStore(Store):
                 except self._psycopg.OperationalError:
                     raise UnavailableError(f"the store at {redact_url(self.url)!r} is not answering; try again") from error
 
-    def _write(self, sql: str, rows: list[tuple]) -> int:
+    def _write(self, sql: str, rows: list[tuple], idempotent: bool = False) -> int:
         if not rows:
             return 0
         with self._lock:
@@ -350,10 +378,15 @@ class PostgresStore(Store):
             except _NotSent:  # lost before the rows went out (a server restart shows on first use): once more
                 try:
                     return self._write_once(sql, rows)
-                except _NotSent as error:
-                    raise self._unacknowledged() from error.__cause__
+                except (_NotSent, self._psycopg.OperationalError) as error:
+                    raise self._unacknowledged() from error
             except self._psycopg.OperationalError as error:  # lost after: whether it committed is unknown
-                raise self._unacknowledged() from error
+                if not idempotent:
+                    raise self._unacknowledged() from error
+                try:  # rows that land once however often they are sent: send them again
+                    return self._write_once(sql, rows)
+                except (_NotSent, self._psycopg.OperationalError) as again:
+                    raise self._unacknowledged() from again
 
     def _write_once(self, sql: str, rows: list[tuple]) -> int:
         sent = False

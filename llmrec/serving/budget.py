@@ -28,6 +28,20 @@ Observer = Callable[[str, float, str], None]
 Retryable = Callable[[BaseException], bool]
 
 
+async def call_within(name: str, call: Callable[[], Awaitable[T]], budget_s: float, retryable: Retryable | None = None) -> T:
+    """`call()` within `budget_s` seconds; sent once more, within what is left, when it failed in a way
+    `retryable` says another replica can fix (raises TimeoutError past the budget)."""
+    start = time.perf_counter()
+    try:
+        return await asyncio.wait_for(call(), budget_s)
+    except Exception as error:
+        left = budget_s - (time.perf_counter() - start)
+        if retryable is None or not retryable(error) or left <= 0:
+            raise
+        log.warning("%s: %s; trying once more on another replica", name, type(error).__name__)
+        return await asyncio.wait_for(call(), left)
+
+
 class RequestClock:
     """The deadline, stage timings and degradations of one request (or of its part in one stage)."""
 
@@ -55,14 +69,7 @@ class RequestClock:
         try:
             if budget <= 0:
                 raise TimeoutError
-            try:
-                return await asyncio.wait_for(call(), budget)
-            except Exception as error:
-                left = budget - (time.perf_counter() - start)
-                if self.retryable is None or not self.retryable(error) or left <= 0:
-                    raise
-                log.warning("stage %s: %s; trying once more on another replica", name, type(error).__name__)
-                return await asyncio.wait_for(call(), left)
+            return await call_within(f"stage {name}", call, budget, self.retryable)
         except RequestError:
             outcome = "rejected"
             raise

@@ -38,6 +38,7 @@ from llmrec.serving.users import UserContext, Users
 
 log = logging.getLogger(__name__)
 RETRIEVAL_ONLY = "ranked by similarity alone: the ranking stage did not answer"
+STALE = "answered from the writes this replica had applied"
 
 
 @dataclass
@@ -91,14 +92,30 @@ class Ranker:
         self.observe = observe
 
     # ---- the request ----------------------------------------------------------------------
+    def catch_up(self) -> str | None:
+        """Apply the writes stored since the last sync, so an answer never misses a write acknowledged
+        before it began; with the store away, the answer comes from the writes this replica applied,
+        and the note returned says so."""
+        try:
+            self.retriever.sync(rebuild_lexical=False)
+            self.users.sync()
+        except UnavailableError as error:
+            log.warning("answering from the writes applied so far: %s", error)
+            return f"sync: the store did not answer; {STALE}"
+        return None
+
     def prepare(self, request: RecommendRequest) -> UserContext:
         """The user's side of a request without text: what to embed comes from the user's history."""
+        self.catch_up()  # a note that the store is away comes with the answer: the recommend call that follows catches up again
         return self.users.prepare(request)
 
     async def recommend(self, request: RecommendRequest, intent: Intent | None, vector: np.ndarray | None, context: UserContext | None, budget_s: float) -> Ranked:
         """Route, propose, retrieve and rank within `budget_s`; `context` is given when the caller prepared it."""
         run = RequestClock(self.config.deadline, self.observe, total_s=budget_s)
         query, k = request.query, request.k or self.config.default_k
+        stale = await run.stage("sync", lambda: asyncio.to_thread(self.catch_up), lambda: None, STALE)
+        if stale:
+            run.degraded.append(stale)
         if context is None:
             context = await run.stage(
                 "prepare",
@@ -181,7 +198,6 @@ class Ranker:
         and the request's mode (which weights rank it). `llmrec train ranker` fits on these."""
         users = self.users
         with users.lock:
-            users.sync()
             model = users.collab.get(scene)
             history = users.scene_history(scene, context)
             ids = retrieved.item_ids

@@ -78,6 +78,7 @@ class Retriever:
         self._lexical_lock = threading.Lock()  # one BM25 build swaps in at a time
         self.store = store
         self._lock = threading.RLock()  # held by reads too: a follower thread applies writes
+        self._syncing = threading.Lock()  # one catch-up with the store at a time
         self._item_seq = 0
         self.sync()
 
@@ -131,25 +132,28 @@ class Retriever:
 
     # ---- writes ---------------------------------------------------------------------------
     def sync(self, rebuild_lexical: bool = True) -> int:
-        """Apply every item change in the store not yet seen here (by this or any other process); the
-        BM25 index of each changed scene is then rebuilt outside the lock, so searches go on meanwhile.
-        A search syncs with `rebuild_lexical=False`: it never pays for a rebuild, which the write that
-        made the change (or the replica's follower, within a sync interval) does instead."""
-        with self._lock:
+        """Apply every item change in the store not yet seen here (by this or any other process). The
+        store is read, and items stored without a usable embedding are embedded, outside the index
+        lock, so a slow or absent store never holds up searches; the BM25 index of each changed scene
+        is then rebuilt outside the lock too. The Ranker's catch-up before a request passes
+        `rebuild_lexical=False`: a request never pays for a rebuild, which the write that made the
+        change (or the replica's follower, within a sync interval) does instead."""
+        with self._syncing:
             changes = self.store.item_changes(self._item_seq)
             stale = [c for c in changes if c.op == "upsert" and not self._usable(c)]
             fresh = dict(zip((c.seq for c in stale), self.encoder.encode([record_from_change(c).render() for c in stale]))) if stale else {}
-            touched: set[str] = set()
-            for change in changes:
-                if change.op == "delete":
-                    touched |= self._drop(change.item_id)
-                else:
-                    touched |= self._put(record_from_change(change), fresh.get(change.seq, change.embedding))
-                self._item_seq = change.seq
-            for scene in touched:
-                self._text_versions[scene] += 1
-            outdated = [s for s in self.scenes if self._text_versions[s] > self.lexical[s].version]
-            snapshots = {scene: (dict(self._texts[scene]), self._text_versions[scene]) for scene in outdated} if rebuild_lexical else {}
+            with self._lock:
+                touched: set[str] = set()
+                for change in changes:
+                    if change.op == "delete":
+                        touched |= self._drop(change.item_id)
+                    else:
+                        touched |= self._put(record_from_change(change), fresh.get(change.seq, change.embedding))
+                    self._item_seq = change.seq
+                for scene in touched:
+                    self._text_versions[scene] += 1
+                outdated = [s for s in self.scenes if self._text_versions[s] > self.lexical[s].version]
+                snapshots = {scene: (dict(self._texts[scene]), self._text_versions[scene]) for scene in outdated} if rebuild_lexical else {}
         for scene, (texts, version) in snapshots.items():
             built = LexicalIndex(texts, version)
             with self._lexical_lock:
@@ -234,8 +238,7 @@ class Retriever:
     ) -> Retrieved:
         """Hybrid retrieval: the `n` nearest items of the scene to the vector, the `n` best BM25 matches
         of `text`, `extra_ids` (e.g. collaborative candidates) and every item of the filters'
-        shortlist, all passing the exclusions and filters."""
-        self.sync(rebuild_lexical=False)
+        shortlist, all passing the exclusions and filters (as of the last sync)."""
         with self._lock:
             index = self.indexes[self.check_scene(scene)]
             allow = allow_filter(self.items, excluded, filters or Filters())

@@ -14,7 +14,7 @@ one request causes is bounded and nothing reaches the store or the filters that 
 | `filters.exclude_item_ids` | 1,000 item ids |
 | `filters.item_ids` (a shortlist to rank) | 1,000 item ids |
 | integers in filters and profiles | within ±2^53 (exact as floats) |
-| events | `value` finite; `timestamp` Unix seconds from 0 to 253402300799 (the year 9999) |
+| events | `value` finite; `timestamp` Unix seconds from 0 to 253402300799 (the year 9999); `event_id` 200 characters |
 | items | 100 attributes nesting at most 5 levels, finite numbers; no NUL in `title`/`text` |
 | batches | 1,000 items or events |
 """
@@ -36,6 +36,7 @@ MAX_HISTORY = 500
 MAX_BATCH = 1000
 MAX_USER_ID_CHARS = 200
 MAX_ITEM_ID_CHARS = 300
+MAX_EVENT_ID_CHARS = 200
 MAX_SCENE_CHARS = 100
 MAX_KEY_CHARS = 100  # attribute, range and profile keys
 MAX_VALUE_CHARS = 200  # one string value of filters.attributes or profile
@@ -97,6 +98,7 @@ def _check_scalar(where: str, value: Any, lists: bool) -> None:
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID_CHARS), AfterValidator(_check_id)]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ITEM_ID_CHARS), AfterValidator(_check_id)]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_CHARS), AfterValidator(_check_id)]
 SceneName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SCENE_CHARS), AfterValidator(_check_id)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(_check_id)]
 
@@ -251,6 +253,10 @@ class EventIn(_Model):
     kind: Literal["click", "view", "like", "dislike", "purchase", "rating"] = "click"
     value: FiniteFloat | None = Field(None, description="The rating for kind=rating (e.g. 1-5); a finite number.")
     timestamp: int | None = Field(None, ge=0, le=MAX_TIMESTAMP, description="Unix seconds (0 to 253402300799, the year 9999); defaults to now.")
+    event_id: EventId | None = Field(
+        None, description="A client-chosen id that makes the write idempotent: an event sent again with an id already stored is not stored twice, "
+        "so a write that timed out or failed can be retried safely."
+    )
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -285,6 +291,11 @@ class ItemBatch(_Model):
 
 class EventBatch(_Model):
     events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+    def keyed(self, prefix: str) -> list[EventIn]:
+        """The events, each without a client id given `prefix:position`: a caller that sends the write again
+        (its replica died under the call) cannot store it twice. `prefix` must be unique to this write."""
+        return [e if e.event_id else e.model_copy(update={"event_id": f"{prefix}:{i}"}) for i, e in enumerate(self.events)]
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> EventBatch:

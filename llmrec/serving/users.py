@@ -103,6 +103,7 @@ class Users:
         self.popularity = Popularity(catalog.interactions)
         self.store = store
         self.lock = threading.RLock()  # held by reads too: a follower thread applies writes
+        self._syncing = threading.Lock()  # one catch-up with the store at a time
         self._item_seq = 0
         self._event_seq = 0
         self._popular_order: dict[str, tuple[tuple[int, int], list[str]]] = {}
@@ -122,26 +123,29 @@ class Users:
 
     # ---- writes ---------------------------------------------------------------------------
     def sync(self) -> int:
-        """Apply the item changes and events stored since the last call (by any process)."""
-        with self.lock:
+        """Apply the item changes and events stored since the last call (by any process). The store is
+        read outside `lock`, so a slow or absent store never holds up requests reading what is applied;
+        never call it with `lock` held."""
+        with self._syncing:
             changes = self.store.item_changes(self._item_seq)
-            for change in changes:
-                previous = self.items.get(change.item_id)
-                if change.op == "delete":
-                    self.items.pop(change.item_id, None)
-                elif change.scene in self.scene_names:
-                    self.items[change.item_id] = record_from_change(change)
-                for scene in {change.scene, previous.scene if previous else None} - {None}:
-                    self._facts.pop(scene, None)  # its titles and categories are read again when next asked
-                self._facts_generation += 1
-                self._item_seq = change.seq
             events = self.store.events(self._event_seq)
-            for event in events:
-                rating = event.value if event.kind == "rating" else EVENT_RATINGS.get(event.kind)
-                self.histories.add(event.user_id, HistoryEntry(event.item_id, rating, event.timestamp, event.kind))
-                if event.kind != "dislike":
-                    self.popularity.add(event.item_id)
-                self._event_seq = event.seq
+            with self.lock:
+                for change in changes:
+                    previous = self.items.get(change.item_id)
+                    if change.op == "delete":
+                        self.items.pop(change.item_id, None)
+                    elif change.scene in self.scene_names:
+                        self.items[change.item_id] = record_from_change(change)
+                    for scene in {change.scene, previous.scene if previous else None} - {None}:
+                        self._facts.pop(scene, None)  # its titles and categories are read again when next asked
+                    self._facts_generation += 1
+                    self._item_seq = change.seq
+                for event in events:
+                    rating = event.value if event.kind == "rating" else EVENT_RATINGS.get(event.kind)
+                    self.histories.add(event.user_id, HistoryEntry(event.item_id, rating, event.timestamp, event.kind))
+                    if event.kind != "dislike":
+                        self.popularity.add(event.item_id)
+                    self._event_seq = event.seq
             return len(changes) + len(events)
 
     def record_events(self, events: Sequence[EventIn]) -> int:
@@ -153,15 +157,15 @@ class Users:
         if unknown:
             raise NotFoundError(f"events refer to unknown item ids: {unknown[:10]}")
         now = int(time.time())
-        self.store.add_events(EventRecord(e.user_id, e.item_id, e.kind, e.value, e.timestamp or now) for e in events)
+        self.store.add_events(EventRecord(e.user_id, e.item_id, e.kind, e.value, e.timestamp or now, event_id=e.event_id) for e in events)
         self.sync()
         return len(events)
 
     # ---- reads ----------------------------------------------------------------------------
     def prepare(self, request: RecommendRequest) -> UserContext:
-        """Check the request against what exists, and gather the user's history, taste text and exclusions."""
+        """Check the request against what exists, and gather the user's history, taste text and exclusions
+        (as of the last sync: the Ranker catches up with the store before each request)."""
         with self.lock:
-            self.sync()
             unknown = [i for i in request.history if i not in self.items]
             if unknown:
                 raise NotFoundError(f"history refers to unknown item ids: {unknown[:10]}")

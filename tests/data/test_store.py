@@ -73,6 +73,30 @@ def test_event_round_trip_keeps_values_and_missing_values(store):
     assert read[0].seq < read[1].seq
 
 
+def test_an_event_sent_again_with_its_id_is_stored_once(store):
+    store.add_events([EventRecord("u1", "m1", "like", None, 100, event_id="w1:0"), EventRecord("u1", "m2", "click", None, 101)])
+    store.add_events([EventRecord("u1", "m1", "like", None, 100, event_id="w1:0"), EventRecord("u1", "m3", "click", None, 102, event_id="w1:1")])
+    store.add_events([EventRecord("u1", "m2", "click", None, 101)])  # without an id: every send is an event
+    read = store.events()
+    assert [(e.item_id, e.event_id) for e in read] == [("m1", "w1:0"), ("m2", None), ("m3", "w1:1"), ("m2", None)]
+
+
+def test_a_store_made_before_event_ids_gains_them_and_keeps_its_events(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE event_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, item_id TEXT NOT NULL, kind TEXT NOT NULL,"
+                " value REAL, timestamp INTEGER NOT NULL, written_at REAL NOT NULL)")
+    old.execute("INSERT INTO event_log (user_id, item_id, kind, value, timestamp, written_at) VALUES ('u', 'a', 'like', NULL, 1, 0)")
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    store.add_events([EventRecord("u", "b", "like", None, 2, event_id="x")] * 2)
+    assert [(e.item_id, e.event_id) for e in store.events()] == [("a", None), ("b", "x")]
+    store.close()
+
+
 def test_sequence_numbers_increase_and_writes_return_the_last_one(store):
     first = store.upsert_items([change("a"), change("b")])
     second = store.delete_items(["a"])
@@ -309,17 +333,21 @@ def test_after_a_postgresql_restart_reads_and_writes_succeed_again_and_nothing_a
         follower.close()
 
 
-def test_a_write_while_postgresql_is_down_is_a_clear_503_not_a_crash(postgres_server):
+def test_while_postgresql_is_down_calls_fail_at_once_with_a_clear_503_and_succeed_once_it_is_back(postgres_server):
+    """No waiting on a server that is away: a replica keeps answering from what it applied (reads fail
+    fast, the caller degrades) and a write is a 503 the client retries; the first call after works."""
     from llmrec.errors import UnavailableError
 
-    store = PostgresStore(postgres_server.url, reconnect_s=1.0)
+    store = PostgresStore(postgres_server.url)
     try:
         postgres_server.stop()
         try:
-            with pytest.raises(UnavailableError, match="try again"):
-                store.add_events([EventRecord("u", "restart-0", "like", None, 1_700_000_000)])
+            for call in (lambda: store.add_events([EventRecord("u", "restart-0", "like", None, 1_700_000_000)]), lambda: store.events(0)):
+                with pytest.raises(UnavailableError, match="try again"):
+                    call()
         finally:
             postgres_server.start()
         assert store.add_events([EventRecord("u", "restart-0", "like", None, 1_700_000_000)]) > 0
+        assert [e.item_id for e in store.events(0)][-1] == "restart-0"
     finally:
         store.close()

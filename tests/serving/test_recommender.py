@@ -193,6 +193,30 @@ def test_two_recommenders_share_writes_through_postgresql(demo_catalog, encoder,
     assert ask(reader, user_id=user, k=3).user_known
 
 
+def test_with_postgresql_away_a_replica_answers_from_the_writes_it_applied_and_refuses_writes(demo_catalog, encoder, postgres_server):
+    """A database restart under a replica: reads go on (degraded, saying why), writes are a clear 503
+    (UnavailableError), and once the database is back both work again with nothing lost."""
+    from llmrec.errors import UnavailableError
+
+    replica = Recommender(PipelineConfig(store={"url": postgres_server.url}), catalog=demo_catalog, encoder=encoder)
+    user = f"test-pg-away-{uuid.uuid4().hex[:8]}"
+    replica.record_events([EventIn(user_id=user, item_id="Jaws (1975)", kind="like", event_id=f"{user}:1")])
+    postgres_server.stop()
+    try:
+        answer = ask(replica, user_id=user, k=5)
+        assert answer.user_known and len(answer.items) == 5
+        assert any(note.startswith("sync: the store did not answer") for note in answer.degraded)
+        with pytest.raises(UnavailableError, match="try again"):
+            replica.record_events([EventIn(user_id=user, item_id="Alien (1979)", kind="like", event_id=f"{user}:2")])
+    finally:
+        postgres_server.start()
+    replica.record_events([EventIn(user_id=user, item_id="Alien (1979)", kind="like", event_id=f"{user}:2")])
+    replica.record_events([EventIn(user_id=user, item_id="Alien (1979)", kind="like", event_id=f"{user}:2")])  # a retry: stored once
+    answer = ask(replica, user_id=user, k=5)
+    assert answer.degraded == []
+    assert [h.item_id for h in replica.histories.get(user)] == ["Jaws (1975)", "Alien (1979)"]
+
+
 def test_a_trained_cross_encoder_reorders_the_head_of_the_served_ranking(demo_catalog, encoder, exported_reranker, tmp_path):
     from llmrec.serving.cross_encoder import CrossReranker
 
