@@ -30,5 +30,5 @@ class ProfilerDeployment(Ready):
             raise RuntimeError("the profiling follower thread stopped: items written without a title are no longer profiled")
 
     def __del__(self) -> None:
-        if self.follower is not None:
+        if getattr(self, "follower", None) is not None:  # not when __init__ failed before starting it
             self.follower.stop()

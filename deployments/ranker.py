@@ -52,4 +52,5 @@ class RankerDeployment(Ranker, Ready):
             raise RuntimeError("the store follower thread stopped: writes made elsewhere no longer reach this replica")
 
     def __del__(self) -> None:
-        self.follower.stop()
+        if getattr(self, "follower", None) is not None:  # not when __init__ failed before starting it
+            self.follower.stop()

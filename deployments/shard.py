@@ -62,16 +62,3 @@ class RayShards:
     def close(self) -> None:
         for shard in self.shards:
             ray.kill(shard)
-
-
-def start_cluster(nodes: int) -> Any:
-    """A local Ray cluster of `nodes` nodes on this machine (Ray's own multi-node test facility), node i
-    offering one CPU and the resource `node{i}`; the driver is connected to it."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"node0": 1}})
-    for i in range(1, nodes):
-        cluster.add_node(num_cpus=1, resources={f"node{i}": 1})
-    ray.init(address=cluster.address)
-    cluster.wait_for_nodes()
-    return cluster

@@ -253,7 +253,8 @@ def cmd_bench_scale(args: argparse.Namespace) -> None:
 def cmd_bench_shards(args: argparse.Namespace) -> None:
     import ray
 
-    from deployments.shard import RayShards, start_cluster
+    from deployments.cluster import start_cluster
+    from deployments.shard import RayShards
     from llmrec.bench import shards
 
     config = _config(args)
@@ -265,6 +266,36 @@ def cmd_bench_shards(args: argparse.Namespace) -> None:
         ray.shutdown()
         cluster.shutdown()
     _emit(args, result, shards.format_result(result))
+
+
+def cmd_bench_faults(args: argparse.Namespace) -> None:
+    from deployments.faults import format_result, run_faults
+
+    result = run_faults(args.phase_seconds, args.rate, args.port, args.config, args.set or [], log=lambda line: print(line, file=sys.stderr, flush=True))
+    _emit(args, result, format_result(result))
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> None:
+    import os
+    import secrets
+    import shutil
+    import tempfile
+
+    from deployments.local import LOCAL_SERVE_CONFIG, serve_config, start, stop
+    from llmrec.bench import soak
+    from llmrec.data.catalog import load_catalog
+
+    users = sorted(load_catalog(_config(args).catalog).interactions["user_id"].unique())[:500]
+    key = os.environ.setdefault("LLMREC_API_KEY", secrets.token_hex(16))  # before Ray starts: the replicas inherit it (item writes need it)
+    state = tempfile.mkdtemp(prefix="llmrec-soak-state-")
+    store_url = f"sqlite:///{state}/soak.sqlite"
+    start(serve_config(LOCAL_SERVE_CONFIG, args.port, args.config, [*(args.set or []), f"store.url={store_url}"]))
+    try:
+        result = soak.soak(f"http://127.0.0.1:{args.port}", users, store_url, args.minutes, args.fraction, admin_key=key, log=lambda line: print(line, file=sys.stderr, flush=True))
+    finally:
+        stop()
+        shutil.rmtree(state, ignore_errors=True)
+    _emit(args, result, soak.format_result(result))
 
 
 def cmd_bench_first_start(args: argparse.Namespace) -> None:
@@ -467,6 +498,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=200_000, help="items in the scene (bench scale's films, then projected variants)")
     p.add_argument("--shards", default="1,2", help="comma-separated shard counts; the cluster gets one node per shard of the largest")
     p.set_defaults(func=cmd_bench_shards)
+    p = bench.add_parser("faults", parents=[common], help="two nodes, PostgreSQL, steady traffic: kill replicas, a node, the database; count what fails and check every acknowledged write")
+    p.add_argument("--rate", type=float, default=8.0, help="requests per second of the mixed traffic (reads and writes)")
+    p.add_argument("--phase-seconds", type=float, default=20.0, help="the least time each phase lasts (a killed replica's phase lasts until it is replaced)")
+    p.add_argument("--port", type=int, default=8124, help="HTTP port of the app on the cluster's head node")
+    p.set_defaults(func=cmd_bench_faults)  # runs intent.backend=none and no background profiling unless --set says otherwise
+    p = bench.add_parser("soak", parents=[common], help="the local app under mixed reads and writes for minutes: errors and latency per minute, replica memory, durability")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--fraction", type=float, default=0.5, help="the traffic's rate as a fraction of the measured capacity")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_bench_soak)
     p = bench.add_parser("first-start", parents=[common], help="time make run's steps in a fresh LLMREC_HOME, then the first answers over HTTP")
     p.add_argument("--home", type=Path, help="an empty directory to use as LLMREC_HOME (default: a temporary one, removed afterwards)")
     p.add_argument("--port", type=int, default=8000)

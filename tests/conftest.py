@@ -10,9 +10,7 @@ other skip fails the session; every skip is listed, with its reason, at the end 
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -172,67 +170,21 @@ def local_ray(llmrec_home: Path):
     ray.shutdown()
 
 
-def postgres_program(name: str) -> str | None:
-    """A PostgreSQL server program: on PATH, else the newest Debian install (/usr/lib/postgresql/<ver>/bin,
-    which Debian's postgresql package leaves off PATH)."""
-    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: [int(n) for n in Path(d).parent.name.split(".") if n.isdigit()], reverse=True)
-    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(debian))
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL server on a Unix socket; `restart()` stops and starts it (the fault tests)."""
-
-    def __init__(self, pg_ctl: str, data: Path, root: Path, options: str, as_user: list[str], url: str) -> None:
-        self.pg_ctl, self.data, self.root, self.options, self.as_user, self.url = pg_ctl, data, root, options, as_user, url
-
-    def _ctl(self, *args: str, check: bool = True) -> None:
-        import subprocess
-
-        subprocess.run([*self.as_user, self.pg_ctl, "-D", str(self.data), *args], check=check, capture_output=True)
-
-    def start(self) -> None:
-        self._ctl("-l", str(self.root / "server.log"), "-w", "-o", self.options, "start")
-
-    def stop(self, check: bool = True) -> None:
-        self._ctl("-m", "fast", "-w", "stop", check=check)
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
     """A throwaway PostgreSQL server (initdb + pg_ctl from the system's packages), database `llmrec`."""
-    import socket
-    import subprocess
-    import tempfile
+    from llmrec.bench.postgres import PostgresServer
 
-    import psycopg
-
-    initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server programs (initdb, pg_ctl) not found: scripts/ci_deps.sh installs them (Debian package postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="llmrec-pg-"))  # not under pytest's 0700 tree: the server user must reach it
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the packages' postgres user
-        import pwd
-
-        user = pwd.getpwnam("postgres")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = root / "data"
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "llmrec", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
-    server = PostgresServer(pg_ctl, data, root, f"-p {port} -k {root} -c listen_addresses=''", as_user, f"postgresql://llmrec@/llmrec?host={root}&port={port}")
-    server.start()
     try:
-        with psycopg.connect(f"postgresql://llmrec@/postgres?host={root}&port={port}", autocommit=True) as admin:
-            admin.execute("CREATE DATABASE llmrec")
+        server = PostgresServer.create()
+    except FileNotFoundError as missing:
+        pytest.skip(str(missing))
+    try:
         yield server
     finally:
-        server.stop(check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 @pytest.fixture(scope="session")
-def postgres_url(postgres_server: PostgresServer) -> str:
+def postgres_url(postgres_server) -> str:
     return postgres_server.url

@@ -348,8 +348,9 @@ class PostgresStore(Store):
             return self._db
         try:
             self._db = self._connect()
-        except ConfigError as error:
-            raise UnavailableError(f"the store is not answering ({error}); try again") from None
+        except ConfigError as error:  # the details (where the database is) go to the log, not to clients
+            log.warning("store: %s", error)
+            raise UnavailableError("the store is not answering; try again") from None
         log.warning("store: reconnected to %s", redact_url(self.url))
         return self._db
 
@@ -367,7 +368,8 @@ class PostgresStore(Store):
                 try:
                     return self._connection().execute(sql.replace("?", "%s"), params).fetchall()
                 except self._psycopg.OperationalError:
-                    raise UnavailableError(f"the store at {redact_url(self.url)!r} is not answering; try again") from error
+                    log.warning("store: %s lost its connection during a read", redact_url(self.url))
+                    raise UnavailableError("the store is not answering; try again") from error
 
     def _write(self, sql: str, rows: list[tuple], idempotent: bool = False) -> int:
         if not rows:
@@ -409,7 +411,8 @@ class PostgresStore(Store):
             raise
 
     def _unacknowledged(self) -> UnavailableError:
-        return UnavailableError(f"the store at {redact_url(self.url)!r} dropped the connection during a write; nothing was acknowledged, try again")
+        log.warning("store: %s dropped the connection during a write", redact_url(self.url))
+        return UnavailableError("the store dropped the connection during a write; nothing was acknowledged, try again")
 
 
 class _NotSent(Exception):

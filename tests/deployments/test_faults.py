@@ -1,0 +1,58 @@
+"""Faults at cluster scale, for real: `llmrec bench faults` (a local two-node Ray cluster, PostgreSQL,
+steady mixed traffic from a second process) run in its own process, reduced to short phases."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def faults(llmrec_home, demo_catalog, postgres_server) -> dict:
+    """One reduced run (its own Ray cluster and PostgreSQL server; the session's server only proves the programs are there)."""
+    command = [sys.executable, "-m", "llmrec.cli", "bench", "faults", "--phase-seconds", "8", "--rate", "6", "--port", str(_free_port()), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env={**os.environ, "LLMREC_HOME": str(llmrec_home)})
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()  # Ray's own processes may print a line before the document
+    return json.loads("\n".join(lines[lines.index("{"):]))
+
+
+def test_a_write_through_one_node_is_read_through_a_replica_on_the_other(faults):
+    cross = faults["cross_node"]
+    assert cross["different_nodes"] and cross["reader_sees_item"] and cross["reader_sees_event"]
+
+
+def test_killing_one_replica_of_each_stage_loses_at_most_a_thousandth_of_the_requests(faults):
+    kills = faults["replica_kills"]
+    assert kills["sent"] > 100
+    assert kills["failed"] <= kills["sent"] // 1000, faults["failures"]
+    assert [p["phase"] for p in faults["phases"] if p["phase"].startswith("kill")] == [f"kill one {s} replica" for s in ("Ingress", "IntentParser", "Encoder", "Ranker")]
+    assert all(p["recovered_s"] is not None and p["recovered_s"] < 300 for p in faults["phases"] if p["phase"].startswith("kill"))
+
+
+def test_losing_a_worker_node_loses_at_most_one_percent_and_a_new_node_gets_its_replicas_back(faults):
+    removed, joined = (next(p for p in faults["phases"] if p["phase"] == name) for name in ("remove the worker node", "a new worker node joins"))
+    assert removed["sent"] > 20 and removed["failed_pct"] <= 1.0, faults["failures"]
+    assert joined["failed_pct"] <= 1.0 and joined["recovered_s"] < 600
+
+
+def test_after_a_postgresql_restart_requests_succeed_within_five_seconds(faults):
+    assert faults["postgres"]["first_write_after_s"] is not None and faults["postgres"]["first_write_after_s"] <= 5
+    assert faults["postgres"]["first_read_after_s"] is not None and faults["postgres"]["first_read_after_s"] <= 5
+
+
+def test_every_acknowledged_write_is_stored_and_each_event_once(faults):
+    durable = faults["durability"]
+    assert durable["acknowledged_events"] > 20 and durable["acknowledged_items"] > 5
+    assert durable["lost_events"] == [] and durable["duplicated_events"] == [] and durable["lost_items"] == []
