@@ -8,7 +8,8 @@
 #
 # VARIANT=cpu: torch 2.13.0 pinned and installed first (an unpinned torch pulls a multi-GB CUDA build),
 #   then '.[cpu,serve,train,gguf,postgres]' (faiss-cpu). Where torch==2.13.0 still resolves to a CUDA build,
-#   pass --build-arg TORCH_INDEX_URL=<the PyTorch CPU wheel index>.
+#   pass --build-arg TORCH_INDEX_URL=<the PyTorch CPU wheel index>, or TORCH_FIND_LINKS=<a URL or folder
+#   listing the CPU wheel> (scripts/image.sh serves this machine's wheel that way).
 # VARIANT=gpu: '.[gpu,serve,train,gguf]' (faiss-gpu, vllm; vllm pins its own CUDA torch) on a CUDA
 #   base image whose CUDA major version your nodes' driver supports.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -17,6 +18,7 @@ FROM ${BASE_IMAGE}
 ARG VARIANT=cpu
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=""
+ARG TORCH_FIND_LINKS=""
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -41,7 +43,7 @@ USER ray
 WORKDIR /home/ray
 RUN pip install --upgrade pip \
  && if [ "$VARIANT" = "cpu" ]; then \
-      pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"; \
+      pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} "torch==${TORCH_VERSION}"; \
     fi
 
 # The project last: code changes rebuild only this layer.

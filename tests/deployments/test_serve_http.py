@@ -308,6 +308,65 @@ def test_overload_is_refused_at_once_with_503_and_retry_after(server):
         assert response.headers["x-request-id"].startswith("burst-")
 
 
+def test_a_replica_that_dies_under_a_call_is_replaced_by_the_other_and_a_resent_event_lands_once(server, tmp_path):
+    """The real Ingress as a second app over stand-in stages (intent, encoder, ranker) of two replicas each,
+    where the first call of each method kills the replica answering it (its process exits mid-call, as an OOM kill would), after
+    the write for `record_events`. The pipeline's stage calls and the Ingress's event write are sent once
+    more, to the other replica: 200s, and every event stored exactly once."""
+    from ray import serve
+
+    from deployments.ingress import Ingress
+    from llmrec.config import load_config
+    from llmrec.data.store import EventRecord, SQLiteStore
+    from llmrec.intent.rules import fallback_intent
+    from llmrec.serving.ranker import Ranked
+    from llmrec.serving.router import RouteDecision
+
+    markers, store_path = tmp_path / "died", tmp_path / "events.sqlite"
+    markers.mkdir()
+
+    def die_once(call: str) -> None:
+        try:
+            os.close(os.open(markers / call, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        os._exit(1)
+
+    @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0})
+    class DyingStage:
+        def parse(self, text: str):
+            die_once("parse")
+            return fallback_intent(text)
+
+        def embed(self, text: str):
+            import numpy as np
+
+            die_once("embed")
+            return np.ones(4, dtype=np.float32) / 2
+
+        def recommend(self, request, intent, vector, context, budget_s):
+            die_once("recommend")
+            return Ranked([], RouteDecision("movie", "explicit"), False, "none", {}, [])
+
+        def record_events(self, events) -> int:
+            SQLiteStore(store_path).add_events(EventRecord(e.user_id, e.item_id, e.kind, e.value, e.timestamp or 1, event_id=e.event_id) for e in events)
+            die_once("record_events")  # after the write: the resent call must not store it again
+            return len(events)
+
+    intent, encoder, ranker = (DyingStage.options(name=name).bind() for name in ("DyingIntent", "DyingEncoder", "DyingRanker"))
+    ingress = Ingress.options(num_replicas=1, ray_actor_options={"num_cpus": 0})
+    serve.run(ingress.bind(load_config("local"), intent, encoder, ranker, ranker), name="dying", route_prefix="/dying")
+    try:
+        answer = server.post("/dying/v1/recommend", json={"query": "a film about replicas", "scene": "movie"})
+        events = server.post("/dying/v1/events", json={"events": [{"user_id": "u", "item_id": "a", "kind": "like"}, {"user_id": "u", "item_id": "b"}]})
+    finally:
+        serve.delete("dying")
+    assert sorted(p.name for p in markers.iterdir()) == ["embed", "parse", "recommend", "record_events"], (answer.text, events.text)  # each replica death happened
+    assert answer.status_code == 200 and answer.json()["degraded"] == [], answer.text
+    assert events.status_code == 200 and events.json() == {"stored": 2}, events.text
+    assert [(e.item_id, e.event_id.endswith((":0", ":1"))) for e in SQLiteStore(store_path).events()] == [("a", True), ("b", True)]
+
+
 FUZZ_CASES = int(os.environ.get("LLMREC_FUZZ_CASES", "150"))  # a bigger run: LLMREC_FUZZ_CASES=2000, or `llmrec bench fuzz --cases 2000`
 
 
