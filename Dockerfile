@@ -19,6 +19,8 @@ ARG VARIANT=cpu
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=""
 ARG TORCH_FIND_LINKS=""
+# A CA bundle for pip behind a TLS-inspecting proxy, e.g. mounted into the build (scripts/image.sh does).
+ARG PIP_CERT=""
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -41,9 +43,9 @@ RUN apt-get update \
 
 USER ray
 WORKDIR /home/ray
-RUN pip install --upgrade pip \
+RUN pip install ${PIP_CERT:+--cert "$PIP_CERT"} --upgrade pip \
  && if [ "$VARIANT" = "cpu" ]; then \
-      pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} "torch==${TORCH_VERSION}"; \
+      pip install ${PIP_CERT:+--cert "$PIP_CERT"} ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} "torch==${TORCH_VERSION}"; \
     fi
 
 # The project last: code changes rebuild only this layer.
@@ -56,7 +58,7 @@ RUN case "$VARIANT" in \
       gpu) extras="gpu,serve,train,gguf,postgres" ;; \
       *) echo "VARIANT must be cpu or gpu, not $VARIANT" >&2; exit 1 ;; \
     esac \
- && pip install "/home/ray/src[${extras}]" \
+ && pip install ${PIP_CERT:+--cert "$PIP_CERT"} "/home/ray/src[${extras}]" \
  && rm -rf /home/ray/src \
  && python -c "import llmrec, deployments.app, train.cli, ray; assert ray.__version__ == '2.60.0', ray.__version__"
 

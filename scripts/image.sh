@@ -8,7 +8,8 @@
 #   - the base image is made from Debian's own packages (debootstrap bookworm, minbase; its Python is
 #     3.11) when BASE_IMAGE (default python:3.11-slim-bookworm) cannot be pulled;
 #   - the CPU build of torch comes from the wheel pip already finds here (pip's find-links, e.g. /opt/wheels),
-#     served to the build over HTTP on loopback (TORCH_FIND_LINKS), so nothing pulls the CUDA build.
+#     served to the build over HTTP on loopback (TORCH_FIND_LINKS), so nothing pulls the CUDA build;
+#   - where pip here trusts a proxy's CA bundle (pip's `cert`), the build's pip is given the same (PIP_CERT).
 # The container is run with runc and explicit ulimits: on hybrid cgroup (v1 + v2) hosts crun refuses to
 # start containers, and podman's default ulimits may exceed what a sandboxed root may set (PODMAN_RUN_FLAGS).
 # The smoke test mounts a copy of a prepared LLMREC_HOME (the demo catalog, the encoder, its indexes) so the
@@ -60,6 +61,12 @@ build() {
         server=$!
         trap 'kill $server 2>/dev/null || true' RETURN
         args+=(--build-arg "TORCH_FIND_LINKS=http://127.0.0.1:8765/")
+    fi
+    local cert
+    cert=$(pip config get global.cert 2>/dev/null || true)
+    cert=${cert:-${PIP_CERT:-}}
+    if [[ -n "$cert" && -f "$cert" ]]; then  # pip here trusts a proxy's CA: so does pip in the build
+        args+=(--volume "$cert:/etc/ssl/llmrec-build-ca.pem:ro" --build-arg "PIP_CERT=/etc/ssl/llmrec-build-ca.pem")
     fi
     echo "image: building $IMAGE on $base${wheels:+ (torch from $wheels)}" >&2
     podman build "${RUN_FLAGS[@]}" --network host --build-arg "BASE_IMAGE=$base" "${args[@]}" -t "$IMAGE" .
