@@ -21,8 +21,15 @@ LOCAL_SERVE_CONFIG = Path(__file__).parent / "configs" / "local.yaml"
 APP_NAME = "llmrec"
 # Ray Serve's low-overhead request path: user code and the handle router on each replica's event loop,
 # gRPC between deployments, garbage collection frozen after start-up. Direct ingress stays off, so the
-# HTTP proxy serves the port as usual. Read by every Ray process at start: set before `ray.init`.
-SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+# HTTP proxy serves the port as usual. Replicas and handles report their load to the autoscaler every
+# 2 s (Serve's default, 10 s, leaves a burst of a minute unseen). Read by every Ray process at start:
+# set before `ray.init`.
+SERVE_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
+}
 
 
 def serve_config(path: Path, port: int, pipeline_config: str | None, overrides: list[str]) -> dict[str, Any]:
@@ -69,14 +76,25 @@ def start(config: dict[str, Any], timeout_s: float = 1800) -> None:
     wait_until_ready(f"http://127.0.0.1:{schema.http_options.port}", max(60.0, timeout_s - (time.monotonic() - started)))
 
 
-def replica_counts() -> dict[str, int]:
-    """Running replicas of each deployment of the app (the overload benchmark samples it)."""
+def replica_states() -> dict[str, dict[str, int]]:
+    """Replicas of each deployment of the app by state (RUNNING, STARTING, STOPPING, ...)."""
     from ray import serve
 
     app = serve.status().applications.get(APP_NAME)
     if app is None:
         return {}
-    return {name: sum(n for state, n in d.replica_states.items() if str(state).endswith("RUNNING")) for name, d in app.deployments.items()}
+    return {name: {str(state).rsplit(".", 1)[-1]: n for state, n in d.replica_states.items() if n} for name, d in app.deployments.items()}
+
+
+def replica_counts() -> dict[str, int]:
+    """Running replicas of each deployment of the app."""
+    return {name: states.get("RUNNING", 0) for name, states in replica_states().items()}
+
+
+def replica_timeline() -> dict[str, str]:
+    """What the overload benchmark samples: running replicas, and `+N` starting ones (the autoscaler's
+    decision shows when it is made, before the new replica has loaded)."""
+    return {name: f"{s.get('RUNNING', 0)}" + (f"+{s['STARTING']}" if s.get("STARTING") else "") for name, s in replica_states().items()}
 
 
 def stop() -> None:

@@ -229,11 +229,11 @@ def cmd_bench_overload(args: argparse.Namespace) -> None:
     if args.url:
         result = run(args.url, None)
     else:
-        from deployments.local import LOCAL_SERVE_CONFIG, replica_counts, serve_config, start, stop
+        from deployments.local import LOCAL_SERVE_CONFIG, replica_timeline, serve_config, start, stop
 
         start(serve_config(LOCAL_SERVE_CONFIG, args.port, args.config, args.set or []))
         try:
-            result = run(f"http://127.0.0.1:{args.port}", replica_counts)
+            result = run(f"http://127.0.0.1:{args.port}", replica_timeline)
         finally:
             stop()
     _emit(args, result, overload.format_result(result))

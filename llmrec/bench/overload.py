@@ -20,7 +20,7 @@ import numpy as np
 
 from llmrec.bench.serve import drive_http, request_mix
 
-Replicas = Callable[[], dict[str, int]]
+Replicas = Callable[[], dict[str, Any]]  # deployment -> its replicas now (a count, or "running+starting")
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float | None]:
