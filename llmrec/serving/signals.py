@@ -51,6 +51,7 @@ class SceneSignals:
         self.coefficients = coefficients
         self.rates = rates
         self.floors = floors
+        self._warm_position = {item_id: p for p, item_id in enumerate(warm_ids)}
         self._neighbours: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}  # item -> (vector hash, warm positions, weights)
 
     @classmethod
@@ -82,7 +83,7 @@ class SceneSignals:
         out = np.zeros(len(item_ids), np.float32)
         if not len(self.warm_ids) or not len(item_ids):
             return out
-        neighbours = [self._nearest(i, v) for i, v in zip(item_ids, vectors)]
+        neighbours = self._nearest(item_ids, vectors)
         used = np.unique(np.concatenate([n for n, _ in neighbours]))
         if not len(used):
             return out
@@ -94,19 +95,19 @@ class SceneSignals:
                 out[row] = float(user[positions] @ weights / total)
         return out
 
-    def _nearest(self, item_id: str, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The item's nearest warm items and their (positive) similarities, cached until its vector changes."""
-        fingerprint = hash(vector.tobytes())
-        cached = self._neighbours.get(item_id)
-        if cached is not None and cached[0] == fingerprint:
-            return cached[1], cached[2]
-        similarity = self.warm_vectors @ vector
-        n = min(BRIDGE_NEIGHBOURS + 1, len(similarity))
-        top = np.argpartition(-similarity, n - 1)[:n]
-        top = top[[self.warm_ids[p] != item_id for p in top]][:BRIDGE_NEIGHBOURS]
-        weights = np.maximum(similarity[top], 0.0).astype(np.float32)
-        self._neighbours[item_id] = (fingerprint, top, weights)
-        return top, weights
+    def _nearest(self, item_ids: Sequence[str], vectors: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each item's nearest warm items (itself left out) and their positive similarities, cached until
+        its vector changes; the items not cached are found with one matrix product."""
+        fingerprints = [hash(np.asarray(v).tobytes()) for v in vectors]
+        missing = [row for row, (item_id, f) in enumerate(zip(item_ids, fingerprints)) if self._neighbours.get(item_id, (None,))[0] != f]
+        if missing:
+            similarity = np.asarray(vectors, np.float32)[missing] @ self.warm_vectors.T
+            n = min(BRIDGE_NEIGHBOURS + 1, similarity.shape[1])
+            tops = np.argpartition(-similarity, n - 1, axis=1)[:, :n]
+            for row, top, sims in zip(missing, tops, similarity):
+                top = top[top != self._warm_position.get(item_ids[row], -1)][:BRIDGE_NEIGHBOURS]
+                self._neighbours[item_ids[row]] = (fingerprints[row], top, np.maximum(sims[top], 0.0).astype(np.float32))
+        return [self._neighbours[item_id][1:] for item_id in item_ids]
 
     def popularity(self, records: Sequence[ItemRecord], vectors: np.ndarray, counts: Mapping[str, int]) -> np.ndarray:
         """log(1 + interactions), or the content estimate for items with none (0 without a regression)."""
