@@ -144,7 +144,9 @@ class Ingress:
     async def recommend(self, request: Request, key: ClientKey = None) -> Response:
         self.clients.check(key)
         body = validate_body(RecommendRequest, await read_json(request))
-        response = await self.pipeline.recommend(body, request_id_of(request))
+        # A user's stored history is named in reasons only to the admin: client keys belong to applications,
+        # and any of them may ask about any user id.
+        response = await self.pipeline.recommend(body, request_id_of(request), reveal_history=self.admin.presented_by(key))
         self.metrics.answered(response)
         return Response(response.model_dump_json(), media_type="application/json")  # already valid: no second validation
 

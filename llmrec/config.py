@@ -185,6 +185,9 @@ class DeadlineConfig(_Section):
 
 class StoreConfig(_Section):
     url: str | None = Field(None, description="Database URL; default: SQLite under LLMREC_HOME/state.")
+    history_per_user: int = Field(
+        500, ge=1, description="The latest events of each user a replica keeps in memory and reads back at start; older ones still count in popularity."
+    )
 
 
 class ServerConfig(_Section):

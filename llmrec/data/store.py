@@ -260,18 +260,55 @@ class Store:
             " FROM item_log WHERE seq > ? ORDER BY seq",
             (after,),
         )
-        return [
-            ItemChange(
-                seq=r[0], item_id=r[1], op=r[2], scene=r[3] or "", title=r[4] or "", text=r[5] or "",
-                attributes=json.loads(r[6]) if r[6] else None, created_at=r[7] or 0, encoder=r[8] or "",
-                embedding=np.frombuffer(bytes(r[9]), dtype=np.float32) if r[9] else None,
-            )
-            for r in rows
-        ]
+        return [_item_change(r) for r in rows]
+
+    def last_sequence(self, table: str) -> int:
+        """The newest sequence number of `item_log` or `event_log` (0 when empty)."""
+        if table not in ("item_log", "event_log"):
+            raise ValueError(f"no such log: {table}")
+        return int(self._read(f"SELECT COALESCE(MAX(seq), 0) FROM {table}", ())[0][0])
+
+    def latest_item_changes(self, upto: int) -> list[ItemChange]:
+        """The log up to `upto` compacted: each item's latest change only (a delete included), in log order.
+        What a replica starts from: one row per item, however often items were rewritten."""
+        rows = self._read(
+            "SELECT seq, item_id, op, scene, title, text, attributes, created_at, encoder, embedding FROM ("
+            " SELECT *, ROW_NUMBER() OVER (PARTITION BY item_id ORDER BY seq DESC) AS newest FROM item_log WHERE seq <= ?"
+            ") AS latest WHERE newest = 1 ORDER BY seq",
+            (upto,),
+        )
+        return [_item_change(r) for r in rows]
+
+    def latest_events(self, per_user: int, upto: int) -> list[EventRecord]:
+        """Each user's latest `per_user` events up to `upto`, in log order: what a replica reads back at start
+        instead of the whole log (popularity comes from `event_counts`)."""
+        rows = self._read(
+            "SELECT seq, user_id, item_id, kind, value, timestamp, event_id FROM ("
+            " SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY seq DESC) AS newest FROM event_log WHERE seq <= ?"
+            ") AS latest WHERE newest <= ? ORDER BY seq",
+            (upto, per_user),
+        )
+        return [_event(r) for r in rows]
+
+    def event_counts(self, upto: int) -> dict[str, int]:
+        """Events per item up to `upto`, dislikes left out: the popularity every event ever added."""
+        return {item: int(n) for item, n in self._read("SELECT item_id, COUNT(*) FROM event_log WHERE seq <= ? AND kind <> 'dislike' GROUP BY item_id", (upto,))}
 
     def events(self, after: int = 0) -> list[EventRecord]:
         rows = self._read("SELECT seq, user_id, item_id, kind, value, timestamp, event_id FROM event_log WHERE seq > ? ORDER BY seq", (after,))
-        return [EventRecord(seq=r[0], user_id=r[1], item_id=r[2], kind=r[3], value=r[4], timestamp=r[5], event_id=r[6]) for r in rows]
+        return [_event(r) for r in rows]
+
+
+def _item_change(r: tuple) -> ItemChange:
+    return ItemChange(
+        seq=r[0], item_id=r[1], op=r[2], scene=r[3] or "", title=r[4] or "", text=r[5] or "",
+        attributes=json.loads(r[6]) if r[6] else None, created_at=r[7] or 0, encoder=r[8] or "",
+        embedding=np.frombuffer(bytes(r[9]), dtype=np.float32) if r[9] else None,
+    )
+
+
+def _event(r: tuple) -> EventRecord:
+    return EventRecord(seq=r[0], user_id=r[1], item_id=r[2], kind=r[3], value=r[4], timestamp=r[5], event_id=r[6])
 
 
 class SQLiteStore(Store):

@@ -153,6 +153,10 @@ class AdminKey:
     def matches(self, token: str | None) -> bool:
         return _matches(token, self._digests)
 
+    def presented_by(self, authorization: Credentials) -> bool:
+        """Whether the request carries the admin key (which may see any user's stored history)."""
+        return self.enabled and self.matches(_token(authorization))
+
     def check(self, authorization: Credentials, clients: ClientKeys | None = None) -> None:
         if not self.enabled:
             raise AdminDisabledError(f"admin routes are disabled: the server has no API key; set {self.env_name} where it runs")

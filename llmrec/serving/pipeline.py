@@ -46,7 +46,9 @@ class Pipeline:
         run = RequestClock(self.config.deadline, self.observe, retryable=self.retryable)
         return await run.stage("intent", lambda: self.intent.parse.remote(text), lambda: fallback_intent(text), "used the raw text")
 
-    async def recommend(self, request: RecommendRequest, request_id: str | None = None) -> RecommendResponse:
+    async def recommend(self, request: RecommendRequest, request_id: str | None = None, reveal_history: bool = True) -> RecommendResponse:
+        """The answer; without `reveal_history` (a caller that may not see the user's stored history, e.g.
+        an HTTP client key) its reasons name only the items the request itself sent."""
         request = request.model_copy(update={"k": self.check_k(request.k)})
         run = RequestClock(self.config.deadline, self.observe, retryable=self.retryable)
         query = request.query
@@ -62,7 +64,7 @@ class Pipeline:
             vector = None
             if context.text:
                 vector = await run.stage("encode", lambda: self.encoder.embed.remote(context.text), lambda: None, "ranked without text similarity")
-        ranked = await run.stage("ranker", lambda: self.ranker.recommend.remote(request, intent, vector, context, run.remaining()))
+        ranked = await run.stage("ranker", lambda: self.ranker.recommend.remote(request, intent, vector, context, run.remaining(), reveal_history))
         decision = ranked.decision
         return RecommendResponse(
             items=ranked.items,

@@ -109,8 +109,11 @@ class Ranker:
         self.catch_up()  # a note that the store is away comes with the answer: the recommend call that follows catches up again
         return self.users.prepare(request)
 
-    async def recommend(self, request: RecommendRequest, intent: Intent | None, vector: np.ndarray | None, context: UserContext | None, budget_s: float) -> Ranked:
-        """Route, propose, retrieve and rank within `budget_s`; `context` is given when the caller prepared it."""
+    async def recommend(
+        self, request: RecommendRequest, intent: Intent | None, vector: np.ndarray | None, context: UserContext | None, budget_s: float, reveal_history: bool = True
+    ) -> Ranked:
+        """Route, propose, retrieve and rank within `budget_s`; `context` is given when the caller prepared it.
+        Without `reveal_history` reasons name only items the caller sent, never ones from the user's stored history."""
         run = RequestClock(self.config.deadline, self.observe, total_s=budget_s)
         query, k = request.query, request.k or self.config.default_k
         stale = await run.stage("sync", lambda: asyncio.to_thread(self.catch_up), lambda: None, STALE)
@@ -156,7 +159,7 @@ class Ranker:
         )
         items, collaborative = await run.stage(
             "rank",
-            lambda: asyncio.to_thread(self.rank, scene, request, context, retrieved, k, has_text),
+            lambda: asyncio.to_thread(self.rank, scene, request, context, retrieved, k, has_text, reveal_history),
             lambda: (rank_by_retrieval(retrieved, scene, k), "none"),
             "ranked by retrieval similarity alone",
         )
@@ -180,7 +183,9 @@ class Ranker:
         judged = intent is not None and intent.source in ("model", "cache")  # the cache holds only model answers
         return self.router.route(explicit, intent.scene if intent else None, vector, history_scenes, none_fits=judged and intent.scene is None)
 
-    def rank(self, scene: str, request: RecommendRequest, context: UserContext, retrieved: Retrieved, k: int, has_text: bool) -> tuple[list[RecommendedItem], str]:
+    def rank(
+        self, scene: str, request: RecommendRequest, context: UserContext, retrieved: Retrieved, k: int, has_text: bool, reveal_history: bool = True
+    ) -> tuple[list[RecommendedItem], str]:
         """The top k of the retrieved candidates, blended, diversified and explained; and the collaborative model used."""
         users = self.users
         with users.lock:
@@ -189,7 +194,8 @@ class Ranker:
             weights = self.blend.weights(scene, mode, has_text, has_history)
             fallback = self.blend.defaults(has_text, has_history)
             ranked = self.blend.rank(pool, retrieved.vectors, k, weights, cross=self._cross_scores(context.text), fallback=fallback)
-            items = [self._explain(c, request, scene, history, context.has_taste_text) for c in ranked if c.item_id in users.items]
+            nameable = history if reveal_history else [i for i in history if i in set(context.named_ids)]
+            items = [self._explain(c, request, scene, nameable, context.has_taste_text) for c in ranked if c.item_id in users.items]
             model = users.collab.get(scene)
             return items, model.method if model is not None else "none"
 
@@ -229,7 +235,8 @@ class Ranker:
         """Added recently and nobody has interacted with it yet: the item cold-start case."""
         return self.users.items[item_id].is_recent() and self.users.popularity.counts.get(item_id, 0) == 0
 
-    def _explain(self, c: Candidate, request: RecommendRequest, scene: str, history: list[str], has_taste_text: bool) -> RecommendedItem:
+    def _explain(self, c: Candidate, request: RecommendRequest, scene: str, nameable: list[str], has_taste_text: bool) -> RecommendedItem:
+        """The item with its reasons; a "people who liked X" reason names X only from `nameable` liked items."""
         users = self.users
         record = users.items[c.item_id]
         scene_name = users.scene_names.get(scene, scene)
@@ -239,9 +246,11 @@ class Ranker:
         elif has_taste_text:
             reasons.append(f"close to what you liked (similarity {c.semantic:.2f})")
         if c.collaborative > 0 and scene in users.collab:
-            source = users.collab[scene].strongest_source(history, c.item_id)
+            source = users.collab[scene].strongest_source(nameable, c.item_id)
             if source is not None:
                 reasons.append(f"people who liked {users.items[source].title} also liked this")
+            else:  # the user's stored history, which this caller may not see named
+                reasons.append("people with tastes like yours also liked this")
         if self._is_new(c.item_id):
             reasons.append(f"new in {scene_name}")
         elif users.popularity.prior(c.item_id) >= 0.8:

@@ -80,7 +80,7 @@ class Retriever:
         self._lock = threading.RLock()  # held by reads too: a follower thread applies writes
         self._syncing = threading.Lock()  # one catch-up with the store at a time
         self._item_seq = 0
-        self.sync()
+        self.sync(from_start=True)
 
     @property
     def encoder(self) -> Encoder:
@@ -131,15 +131,21 @@ class Retriever:
         return vectors
 
     # ---- writes ---------------------------------------------------------------------------
-    def sync(self, rebuild_lexical: bool = True) -> int:
+    def sync(self, rebuild_lexical: bool = True, from_start: bool = False) -> int:
         """Apply every item change in the store not yet seen here (by this or any other process). The
         store is read, and items stored without a usable embedding are embedded, outside the index
         lock, so a slow or absent store never holds up searches; the BM25 index of each changed scene
         is then rebuilt outside the lock too. The Ranker's catch-up before a request passes
         `rebuild_lexical=False`: a request never pays for a rebuild, which the write that made the
-        change (or the replica's follower, within a sync interval) does instead."""
+        change (or the replica's follower, within a sync interval) does instead. `from_start` (a new
+        replica) reads the log compacted, each item's latest change only."""
         with self._syncing:
-            changes = self.store.item_changes(self._item_seq)
+            if from_start:
+                upto = self.store.last_sequence("item_log")
+                changes = self.store.latest_item_changes(upto)
+            else:
+                changes = self.store.item_changes(self._item_seq)
+                upto = changes[-1].seq if changes else self._item_seq
             stale = [c for c in changes if c.op == "upsert" and not self._usable(c)]
             fresh = dict(zip((c.seq for c in stale), self.encoder.encode([record_from_change(c).render() for c in stale]))) if stale else {}
             with self._lock:
@@ -149,7 +155,7 @@ class Retriever:
                         touched |= self._drop(change.item_id)
                     else:
                         touched |= self._put(record_from_change(change), fresh.get(change.seq, change.embedding))
-                    self._item_seq = change.seq
+                self._item_seq = upto
                 for scene in touched:
                     self._text_versions[scene] += 1
                 outdated = [s for s in self.scenes if self._text_versions[s] > self.lexical[s].version]

@@ -48,7 +48,8 @@ class Histories:
     """Every user's interactions in time order: the catalog's (kept as arrays, cheap to load) plus
     the events recorded since (kept as entries)."""
 
-    def __init__(self, interactions: pd.DataFrame) -> None:
+    def __init__(self, interactions: pd.DataFrame, recent_limit: int) -> None:
+        self.recent_limit = recent_limit  # events recorded since, kept per user: the newest only
         ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
         codes, users = pd.factorize(ordered["user_id"])
         bounds = np.flatnonzero(np.diff(codes)) + 1
@@ -64,7 +65,10 @@ class Histories:
         return user_id in self._slices or user_id in self._recent
 
     def add(self, user_id: str, entry: HistoryEntry) -> None:
-        self._recent[user_id].append(entry)
+        recent = self._recent[user_id]
+        recent.append(entry)
+        if len(recent) > self.recent_limit:
+            del recent[: len(recent) - self.recent_limit]
 
     def get(self, user_id: str) -> list[HistoryEntry]:
         start, end = self._slices.get(user_id, (0, 0))
@@ -88,6 +92,7 @@ class UserContext:
     excluded: list[str] = field(default_factory=list)
     has_taste_text: bool = False
     profile: dict[str, Any] = field(default_factory=dict)
+    named_ids: list[str] = field(default_factory=list)  # what the caller sent (its history, the items its query names): reasons may name these
 
 
 class Users:
@@ -98,7 +103,7 @@ class Users:
         self.items = items_from_catalog(catalog)
         self.scene_names = dict(zip(catalog.scenes["scene"], catalog.scenes["name"]))
         self.profiles = {u: json.loads(a) for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
-        self.histories = Histories(catalog.interactions)
+        self.histories = Histories(catalog.interactions, config.store.history_per_user)
         self.collab = self._fit_collab(catalog)
         self.popularity = Popularity(catalog.interactions)
         self.store = store
@@ -109,7 +114,7 @@ class Users:
         self._popular_order: dict[str, tuple[tuple[int, int], list[str]]] = {}
         self._facts: dict[str, SceneFacts] = {}  # per scene, dropped when one of its items changes
         self._facts_generation = 0  # item changes applied: a SceneFacts read before the latest is not kept
-        self.sync()
+        self.sync(from_start=True)
 
     def _fit_collab(self, catalog: Catalog) -> dict[str, ItemItemModel]:
         scene_of = catalog.items.set_index("item_id")["scene"]
@@ -122,13 +127,22 @@ class Users:
         return models
 
     # ---- writes ---------------------------------------------------------------------------
-    def sync(self) -> int:
+    def sync(self, from_start: bool = False) -> int:
         """Apply the item changes and events stored since the last call (by any process). The store is
         read outside `lock`, so a slow or absent store never holds up requests reading what is applied;
-        never call it with `lock` held."""
+        never call it with `lock` held. `from_start` (a new replica) reads the logs compacted: each
+        item's latest change, each user's latest `store.history_per_user` events, and every event's
+        count in popularity, so memory and start-up do not grow with the length of the logs."""
         with self._syncing:
-            changes = self.store.item_changes(self._item_seq)
-            events = self.store.events(self._event_seq)
+            if from_start:
+                item_upto, event_upto = self.store.last_sequence("item_log"), self.store.last_sequence("event_log")
+                changes = self.store.latest_item_changes(item_upto)
+                events = self.store.latest_events(self.config.store.history_per_user, event_upto)
+                counts = self.store.event_counts(event_upto)
+            else:
+                changes, events, counts = self.store.item_changes(self._item_seq), self.store.events(self._event_seq), None
+                item_upto = changes[-1].seq if changes else self._item_seq
+                event_upto = events[-1].seq if events else self._event_seq
             with self.lock:
                 for change in changes:
                     previous = self.items.get(change.item_id)
@@ -139,13 +153,14 @@ class Users:
                     for scene in {change.scene, previous.scene if previous else None} - {None}:
                         self._facts.pop(scene, None)  # its titles and categories are read again when next asked
                     self._facts_generation += 1
-                    self._item_seq = change.seq
                 for event in events:
                     rating = event.value if event.kind == "rating" else EVENT_RATINGS.get(event.kind)
                     self.histories.add(event.user_id, HistoryEntry(event.item_id, rating, event.timestamp, event.kind))
-                    if event.kind != "dislike":
+                    if counts is None and event.kind != "dislike":
                         self.popularity.add(event.item_id)
-                    self._event_seq = event.seq
+                for item_id, n in (counts or {}).items():
+                    self.popularity.add(item_id, n)
+                self._item_seq, self._event_seq = item_upto, event_upto
             return len(changes) + len(events)
 
     def record_events(self, events: Sequence[EventIn]) -> int:
@@ -194,6 +209,7 @@ class Users:
                 excluded=excluded,
                 has_taste_text=bool(liked_titles),
                 profile=profile,
+                named_ids=list(request.history),
             )
 
     def scene_history(self, scene: str, context: UserContext, engaged: bool = False) -> list[str]:
@@ -223,6 +239,7 @@ class Users:
             positive_ids=list(dict.fromkeys([*context.positive_ids, *references])),
             engaged_ids=list(dict.fromkeys([*context.engaged_ids, *references])),
             excluded=list(dict.fromkeys([*context.excluded, *references])),
+            named_ids=list(dict.fromkeys([*context.named_ids, *references])),
         )
 
     def lexical_text(self, scene: str, context: UserContext, query: str | None) -> str:

@@ -97,6 +97,23 @@ def test_a_store_made_before_event_ids_gains_them_and_keeps_its_events(tmp_path)
     store.close()
 
 
+def test_a_replica_starts_from_the_logs_compacted(store):
+    """Each item's latest change, each user's newest events, every event counted: however long the logs."""
+    store.upsert_items([change("a", title="A1"), change("b")])
+    store.upsert_items([change("a", title="A2")])
+    store.delete_items(["b"])
+    store.upsert_items([change("c")])
+    upto = store.last_sequence("item_log")
+    store.upsert_items([change("a", title="after")])  # past `upto`: a follower reads it later
+    assert [(c.item_id, c.op, c.title) for c in store.latest_item_changes(upto)] == [("a", "upsert", "A2"), ("b", "delete", ""), ("c", "upsert", "Title c")]
+    store.add_events([EventRecord("u1", f"m{n % 2}", "like", None, n) for n in range(6)] + [EventRecord("u2", "m0", "dislike", None, 9)])
+    events_upto = store.last_sequence("event_log")
+    store.add_events([EventRecord("u1", "m9", "like", None, 10)])
+    assert [(e.user_id, e.timestamp) for e in store.latest_events(2, events_upto)] == [("u1", 4), ("u1", 5), ("u2", 9)]
+    assert store.event_counts(events_upto) == {"m0": 3, "m1": 3}
+    assert store.last_sequence("event_log") > events_upto and store.last_sequence("item_log") > upto
+
+
 def test_sequence_numbers_increase_and_writes_return_the_last_one(store):
     first = store.upsert_items([change("a"), change("b")])
     second = store.delete_items(["a"])

@@ -83,11 +83,23 @@ def test_recommend_by_query_routes_and_explains(server):
 def test_recommend_by_user_and_by_history(server):
     by_user = recommend(server, user_id="1", k=10)
     assert by_user["user_known"] and by_user["scene_source"] == "history"
-    assert any("people who liked" in " ".join(i["reasons"]) for i in by_user["items"])
     history = ["Toy Story (1995)", "Aladdin (1992)", "Lion King, The (1994)"]
     by_history = recommend(server, history=history, k=10)
     assert not {i["item_id"] for i in by_history["items"]} & set(history)
     assert sum(bool(KIDS & set(i["attributes"]["genres"])) for i in by_history["items"]) >= 6
+    assert any("people who liked" in " ".join(i["reasons"]) for i in by_history["items"])  # what the caller sent is named
+
+
+def test_a_users_stored_history_is_named_in_reasons_only_to_the_admin(server):
+    """Client keys belong to applications, and any may ask about any user id: their answers say why
+    without naming what the user liked; the admin key sees the titles."""
+    reasons = lambda answer: [r for item in answer["items"] for r in item["reasons"]]  # noqa: E731
+    as_client = recommend(server, user_id="1", k=10)
+    assert "people with tastes like yours also liked this" in reasons(as_client)
+    assert not any(r.startswith("people who liked") for r in reasons(as_client))
+    as_admin = server.post("/v1/recommend", json={"user_id": "1", "k": 10}, headers=ADMIN).json()
+    assert [i["item_id"] for i in as_admin["items"]] == [i["item_id"] for i in as_client["items"]]
+    assert any(r.startswith("people who liked") for r in reasons(as_admin))
 
 
 def test_http_answers_are_the_in_process_recommenders_item_for_item(server, app_config, demo_catalog):

@@ -174,7 +174,7 @@ def histories() -> Histories:
             "timestamp": [300, 50, 100, 200, 10],
         }
     )
-    return Histories(frame)
+    return Histories(frame, recent_limit=3)
 
 
 def test_history_comes_back_in_time_order():
@@ -192,9 +192,16 @@ def test_add_appends_after_the_catalog_history():
     assert [e.item_id for e in history.get("u2")] == ["y", "x"]
 
 
+def test_only_a_users_newest_recorded_events_are_kept_after_the_catalog_history():
+    history = histories()
+    for n in range(10):
+        history.add("u1", HistoryEntry(f"new{n}", None, 400 + n, kind="click"))
+    assert [e.item_id for e in history.get("u1")] == ["early", "middle", "late", "new7", "new8", "new9"]
+
+
 def test_unknown_user_has_an_empty_history():
     assert histories().get("nobody") == []
-    assert Histories(pd.DataFrame(columns=["user_id", "item_id", "rating", "timestamp"])).get("u1") == []
+    assert Histories(pd.DataFrame(columns=["user_id", "item_id", "rating", "timestamp"]), recent_limit=3).get("u1") == []
 
 
 def test_contains_knows_catalog_users_and_users_seen_only_in_events():
