@@ -239,6 +239,32 @@ def cmd_bench_overload(args: argparse.Namespace) -> None:
     _emit(args, result, overload.format_result(result))
 
 
+def cmd_bench_adversarial(args: argparse.Namespace) -> None:
+    import os
+
+    from llmrec.bench import adversarial
+    from llmrec.data.catalog import load_catalog
+
+    items = load_catalog(_config(args).catalog).items
+    movies = items.loc[items["scene"] == "movie", "item_id"].tolist()
+    key = args.key or os.environ.get("LLMREC_API_KEY")
+
+    def run(url: str) -> dict[str, Any]:
+        return adversarial.adversarial(url, movies, args.seconds, key)
+
+    if args.url:
+        result = run(args.url)
+    else:
+        from deployments.local import LOCAL_SERVE_CONFIG, serve_config, start, stop
+
+        start(serve_config(LOCAL_SERVE_CONFIG, args.port, args.config, args.set or []))
+        try:
+            result = run(f"http://127.0.0.1:{args.port}")
+        finally:
+            stop()
+    _emit(args, result, adversarial.format_result(result))
+
+
 def cmd_bench_scale(args: argparse.Namespace) -> None:
     from llmrec.bench import scale
 
@@ -476,6 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60.0, help="how long the overload lasts")
     p.add_argument("--settle", type=float, default=90.0, help="seconds watched after the load stops (replicas scaling down)")
     p.set_defaults(func=cmd_bench_overload)
+    p = bench.add_parser("adversarial", parents=[common], help="an ordinary client alone, then beside a client sending the largest and most awkward requests")
+    p.add_argument("--url", help="an already running app (default: start the local Serve app, then stop it)")
+    p.add_argument("--key", help="a key sent on every request (default: $LLMREC_API_KEY)")
+    p.add_argument("--port", type=int, default=8000, help="port of the local app (without --url)")
+    p.add_argument("--seconds", type=float, default=30.0, help="how long the hostile client runs")
+    p.set_defaults(func=cmd_bench_adversarial)
     p = bench.add_parser("fuzz", parents=[common], help="fuzz the HTTP API from its OpenAPI document (schemathesis, every check); exit 1 on any failure")
     p.add_argument("--url", help="an already running app with client keys configured (default: start the local Serve app, then stop it)")
     p.add_argument("--key", help="the admin key of --url, sent on every request (default: $LLMREC_API_KEY)")

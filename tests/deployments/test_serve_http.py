@@ -379,6 +379,19 @@ def test_a_replica_that_dies_under_a_call_is_replaced_by_the_other_and_a_resent_
     assert [(e.item_id, e.event_id.endswith((":0", ":1"))) for e in SQLiteStore(store_path).events()] == [("a", True), ("b", True)]
 
 
+def test_hostile_requests_get_200s_or_4xx_in_time_and_an_ordinary_client_beside_them_only_200s(server, demo_catalog):
+    """`llmrec bench adversarial`, reduced: the largest and most awkward requests (over the caps, at every
+    cap, normalising to 4,000 digits, 500-item histories, 1,000-item shortlists) beside ordinary ones."""
+    from llmrec.bench.adversarial import adversarial
+
+    items = demo_catalog.items
+    result = adversarial(str(server.base_url), items.loc[items["scene"] == "movie", "item_id"].tolist(), seconds=8, key=CLIENT_KEYS[0])
+    assert set(result["ordinary_beside"]["statuses"]) == {"200"}, result
+    assert result["hostile"]["20,000 filter values"]["statuses"] == {"422": result["hostile"]["20,000 filter values"]["sent"]}
+    for name, row in result["hostile"].items():
+        assert set(row["statuses"]) <= {"200", "422"} and row["max_ms"] < 5000 + 1000, (name, row)  # deadline.total_ms, and the hop around it
+
+
 FUZZ_CASES = int(os.environ.get("LLMREC_FUZZ_CASES", "150"))  # a bigger run: LLMREC_FUZZ_CASES=2000, or `llmrec bench fuzz --cases 2000`
 
 
