@@ -126,19 +126,43 @@ def nudge_weights(model) -> None:
             p.add_(0.01 * torch.randn_like(p))
 
 
+OLD_FILM_YEAR = 1965  # the trained test reranker prefers films from before this year
+
+
+def films(catalog, before: int | None = None, since: int | None = None) -> list:
+    """The catalog's movies (as ItemRecords) from before or since a year."""
+    import json
+
+    from llmrec.data.items import ItemRecord
+
+    movies = catalog.items[catalog.items["scene"] == "movie"]
+    records = [ItemRecord(r.item_id, r.scene, r.title, r.text, json.loads(r.attributes)) for r in movies.itertuples()]
+    return [r for r in records if (before is None or r.attributes.get("year", before) < before) and (since is None or r.attributes.get("year", 0) >= since)]
+
+
 @pytest.fixture(scope="session")
-def exported_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cross-encoder directory as `llmrec train reranker` exports it (MiniLM, nudged weights)."""
+def exported_reranker(demo_catalog, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cross-encoder really trained (`llmrec train reranker`'s loop and export, 36 steps on MiniLM) to
+    prefer films from before 1965 to films since 1990, whatever the request says: a learned preference
+    the tests can see in a served ranking, which a broken scorer or a blend that ignores it would lose."""
+    import numpy as np
+
     from llmrec.data.assets import resolve_model
     from llmrec.training.export import export_cross_encoder
-    from llmrec.training.model import CrossScorer
+    from llmrec.training.loop import LocalHooks, LoopConfig, load_state, train_loop
 
+    rng = np.random.default_rng(0)
+    queries = ["a film", "something to watch tonight", "a movie for the weekend", "recommend me a movie"]
+    old, new = films(demo_catalog, before=OLD_FILM_YEAR), films(demo_catalog, since=1990)
+    pairs = [(queries[i % 4], r.render(), 1.0) for i, r in enumerate(rng.choice(old, 48, replace=False))]
+    pairs += [(queries[i % 4], r.render(), 0.0) for i, r in enumerate(rng.choice(new, 48, replace=False))]
+    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
     base = resolve_model("all-MiniLM-L6-v2")
-    scorer = CrossScorer(base)
-    nudge_weights(scorer)
-    directory = tmp_path_factory.mktemp("models") / "reranker"
-    export_cross_encoder(scorer.state_dict(), base, directory, {})
-    return directory
+    root = tmp_path_factory.mktemp("models")
+    hooks = LocalHooks({"text_a": [p[0] for p in pairs], "text_b": [p[1] for p in pairs], "label": [p[2] for p in pairs]}, 8, checkpoint_root=root / "run")
+    config = LoopConfig(task="reranker", base_model=base, max_steps=36, batch_size=8, max_seq_length=64, lr=1e-4, warmup_steps=3, checkpoint_every=36, log_every=12)
+    train_loop(config, hooks)
+    return export_cross_encoder(load_state(hooks.last_checkpoint)["model"], base, root / "reranker", {"trained_on": "films before 1965 over films since 1990"})
 
 
 @pytest.fixture(scope="session")

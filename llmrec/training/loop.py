@@ -117,6 +117,8 @@ def train_loop(config: LoopConfig, hooks: Hooks, validation: Any = None) -> dict
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, done_in_epoch = state["step"], state["epoch"], state["done_in_epoch"]
         train_seconds, history, resumed_from = state["train_seconds"], state["history"], state["step"]
+        if hooks.world_size == 1 and "rng" in state:  # one worker resumes bit for bit (its dropout masks included)
+            torch.set_rng_state(state["rng"])
 
     def checkpoint(metrics: dict[str, Any]) -> None:
         """Rank 0 writes the state to a fresh directory and hands it over with the report."""
@@ -137,6 +139,7 @@ def train_loop(config: LoopConfig, hooks: Hooks, validation: Any = None) -> dict
                     "train_seconds": train_seconds,
                     "history": history,
                     "config": asdict(config),
+                    "rng": torch.get_rng_state(),  # rank 0's: DDP workers resume their weights and optimizer, not their dropout streams
                 },
                 directory / STATE_FILE,
             )

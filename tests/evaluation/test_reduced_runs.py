@@ -113,7 +113,7 @@ def test_cli_eval_rejects_bad_input_with_exit_2(movielens, argv, message, capsys
     assert message in capsys.readouterr().err
 
 
-def test_ml1m_cold_items_reduced_cross_encoder_rescoring_never_loses_on_validation(movielens, exported_reranker):
+def test_ml1m_cold_items_reduced_cross_encoder_weight_is_chosen_on_validation_and_rescores_only_each_users_head(movielens, exported_reranker):
     from llmrec.evaluation import ml1m_cold_items_split
     from llmrec.evaluation.baselines import TfIdf
     from llmrec.evaluation.cross import WEIGHTS, CrossReranked

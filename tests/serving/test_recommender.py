@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -246,6 +247,26 @@ def test_a_trained_cross_encoder_reorders_the_head_of_the_served_ranking(demo_ca
     scores = CrossReranker(str(exported_reranker)).scores(query, [crossed.items[i].render() for i in head])
     assert [i.item_id for i in served] == [head[n] for n in sorted(range(6), key=lambda n: -scores[n])]
     assert served != head and all(0.0 <= i.score <= 1.0 for i in served)
+
+
+def test_what_a_trained_cross_encoder_learned_reaches_the_served_ranking(demo_catalog, encoder, exported_reranker, tmp_path):
+    """The test reranker learned to prefer films from before 1965: ranking a shortlist of old and new
+    films for a request that names neither, it puts the old ones first, which the blend alone does not."""
+    from conftest import OLD_FILM_YEAR, films
+
+    from llmrec.serving.cross_encoder import CrossReranker
+
+    old, new = films(demo_catalog, before=OLD_FILM_YEAR)[-20:], films(demo_catalog, since=1990)[-20:]
+    scorer = CrossReranker(str(exported_reranker))
+    old_scores, new_scores = scorer.scores("a film for tonight", [r.render() for r in old]), scorer.scores("a film for tonight", [r.render() for r in new])
+    assert np.mean([[a > b for b in new_scores] for a in old_scores]) >= 0.9  # it learned, on films it was not trained on too
+    shortlist = {"scene": "movie", "query": "a film for tonight", "k": 10, "filters": {"item_ids": [r.item_id for r in old + new]}}
+    config = {"rerank": {"mmr_lambda": 1.0, "cross_encoder": str(exported_reranker), "cross_weight": 1.0, "cross_candidates": 40}}
+    crossed = Recommender(PipelineConfig.model_validate(config), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(tmp_path / "c.sqlite"))
+    plain = Recommender(PipelineConfig.model_validate({"rerank": {"mmr_lambda": 1.0}}), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(tmp_path / "p.sqlite"))
+    old_ids = {r.item_id for r in old}
+    with_it, without = (sum(i.item_id in old_ids for i in ask(r, **shortlist).items) for r in (crossed, plain))
+    assert with_it >= 9 and with_it > without
 
 
 def test_a_missing_cross_encoder_directory_is_a_clear_error(demo_catalog, encoder, tmp_path):
