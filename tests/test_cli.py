@@ -54,6 +54,23 @@ def test_item_added_by_cli_is_returned_by_the_next_call(demo, tmp_path):
     assert answer["scene"] == "grocery" and answer["items"][0]["item_id"] == item_id
 
 
+def test_items_from_a_file_events_removal_and_scenes_reach_the_store_every_later_call_reads(demo_catalog, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    store = {"LLMREC__STORE__URL": f"sqlite:///{tmp_path / 'state.sqlite'}"}
+    lines = [{"item_id": f"cli-file-{tag}-{n}", "scene": "music", "title": f"Accordion Waltz {n}", "text": "A French accordion waltz."} for n in range(2)]
+    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    added = llmrec("items", "add", "--file", str(tmp_path / "items.jsonl"), "--json", env=store)
+    assert added.returncode == 0 and json.loads(added.stdout) == {"added": [line["item_id"] for line in lines]}, added.stderr
+    removed = llmrec("items", "remove", lines[0]["item_id"], "--json", env=store)
+    assert removed.returncode == 0 and json.loads(removed.stdout) == {"removed": [lines[0]["item_id"]]}, removed.stderr
+    stored = llmrec("events", "add", "--user-id", f"cli-user-{tag}", "--item-id", lines[1]["item_id"], "--kind", "like", "--json", env=store)
+    assert stored.returncode == 0 and json.loads(stored.stdout) == {"stored": 1}, stored.stderr
+    scenes = llmrec("scenes", "--json", env=store)
+    assert scenes.returncode == 0, scenes.stderr
+    sizes = {s["scene"]: s["items"] for s in json.loads(scenes.stdout)}
+    assert sizes["music"] == int((demo_catalog.items["scene"] == "music").sum()) + 1  # one added item is left
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -272,6 +272,36 @@ def test_a_follower_reading_during_concurrent_writes_never_skips_a_sequence_numb
     assert len(seen) == 90 and seen == sorted(set(seen))
 
 
+def _write_events_in_a_process(url: str, worker: int, n: int) -> None:
+    store = Store.open(url)
+    try:
+        for i in range(n):
+            store.add_events([EventRecord(f"u{worker}", f"p{worker}-{i}", "click", None, i, event_id=f"p{worker}-{i}")])
+    finally:
+        store.close()
+
+
+def test_writers_in_separate_processes_lose_nothing_and_a_follower_sees_every_event_in_order(database):
+    """What replicas on several machines do to one database: three processes write at once while a
+    follower reads with `after=last seen`."""
+    import multiprocessing
+
+    follower = Store.open(database)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_write_events_in_a_process, args=(database, w, 20)) for w in range(3)]
+    seen: list[int] = []
+    try:
+        for process in processes:
+            process.start()
+        while any(p.is_alive() for p in processes) or follower.events(after=seen[-1] if seen else 0):
+            seen += [e.seq for e in follower.events(after=seen[-1] if seen else 0)]
+        assert [p.exitcode for p in processes] == [0, 0, 0]
+        assert len(seen) == 60 and seen == sorted(set(seen))
+        assert {e.event_id for e in follower.events()} == {f"p{w}-{i}" for w in range(3) for i in range(20)}
+    finally:
+        follower.close()
+
+
 def test_open_picks_the_database_by_url(tmp_path, postgres_url):
     assert isinstance(Store.open(None, "demo"), SQLiteStore)
     with pytest.raises(ConfigError, match="use sqlite:///PATH or postgresql://"):

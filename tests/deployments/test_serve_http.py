@@ -392,6 +392,27 @@ def test_hostile_requests_get_200s_or_4xx_in_time_and_an_ordinary_client_beside_
         assert set(row["statuses"]) <= {"200", "422"} and row["max_ms"] < 5000 + 1000, (name, row)  # deadline.total_ms, and the hop around it
 
 
+def test_prometheus_metrics_count_requests_stages_and_index_sizes(server, local_ray):
+    """What the PodMonitor scrapes: the node's metrics port serves llmrec's counters, histograms and gauges."""
+    import re
+    import urllib.request
+
+    recommend(server, query="a funny animated movie", k=3)
+    port = local_ray._private.worker.global_worker.node.metrics_export_port
+    wanted = {
+        "requests": r'^ray_llmrec_requests(_total)?\{.*route="/v1/recommend".*status="200".*\} [1-9]',
+        "stage latency": r'^ray_llmrec_stage_latency_ms_bucket\{.*stage="rank"',
+        "index items": r'^ray_llmrec_index_items\{.*scene="movie".*\} [1-9]',
+    }
+    found: set[str] = set()
+    deadline = time.monotonic() + 60  # metrics are exported every few seconds
+    while time.monotonic() < deadline and found != set(wanted):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        found = {name for name, pattern in wanted.items() if re.search(pattern, text, re.MULTILINE)}
+        time.sleep(2)
+    assert found == set(wanted), f"missing: {set(wanted) - found}"
+
+
 FUZZ_CASES = int(os.environ.get("LLMREC_FUZZ_CASES", "150"))  # a bigger run: LLMREC_FUZZ_CASES=2000, or `llmrec bench fuzz --cases 2000`
 
 
