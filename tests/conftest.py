@@ -170,14 +170,32 @@ def demo_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("state") / "demo.sqlite"
 
 
-@pytest.fixture(scope="session")
-def demo(demo_catalog, encoder, demo_store_path: Path):
-    """The demo recommender with real indexes of the default encoder (built once, then loaded from LLMREC_HOME)."""
+def _demo_recommender(catalog, encoder, store_path: Path):
     from llmrec.config import PipelineConfig
     from llmrec.data.store import SQLiteStore
     from llmrec.serving.recommender import Recommender
 
-    return Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(demo_store_path))
+    return Recommender(PipelineConfig(), catalog=catalog, encoder=encoder, store=SQLiteStore(store_path))
+
+
+@pytest.fixture(scope="session")
+def demo(demo_catalog, encoder, demo_store_path: Path):
+    """The demo recommender with real indexes of the default encoder (built once, then loaded from
+    LLMREC_HOME), shared by the whole session and therefore read-only: a test that writes items or
+    events takes `writable_demo`, so no test's answer depends on which tests ran before it."""
+    recommender = _demo_recommender(demo_catalog, encoder, demo_store_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the session's demo recommender is read-only: write through the writable_demo fixture")
+
+    recommender.add_items = recommender.record_events = recommender.remove_items = refuse
+    return recommender
+
+
+@pytest.fixture(scope="module")
+def writable_demo(demo, demo_catalog, encoder, tmp_path_factory: pytest.TempPathFactory):
+    """A demo recommender of this test module's own, over a fresh store, for tests that write."""
+    return _demo_recommender(demo_catalog, encoder, tmp_path_factory.mktemp("writable") / "demo.sqlite")
 
 
 @pytest.fixture(scope="session")

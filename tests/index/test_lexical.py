@@ -24,11 +24,11 @@ def test_bm25_ranks_the_items_that_share_the_rare_words_first():
     assert index.query("").top(3, lambda i: True, 100) == [] and not np.any(index.query("").scores(["a"]))
 
 
-def test_an_added_item_is_found_by_its_words_at_once_and_a_removed_one_never(demo):
+def test_an_added_item_is_found_by_its_words_at_once_and_a_removed_one_never(writable_demo):
     item = ItemIn(item_id="lexical-test-item", scene="grocery", title="Qwertzuiop Hazelnut Spread", text="A spread called qwertzuiop.")
-    demo.add_items([item])
-    retriever = demo.ranker.retriever
+    writable_demo.add_items([item])
+    retriever = writable_demo.ranker.retriever
     found = retriever.search("grocery", None, 5, text="qwertzuiop")
     assert found.item_ids[0] == "lexical-test-item" and found.lexical[0] > 0
-    demo.remove_items(["lexical-test-item"])
+    writable_demo.remove_items(["lexical-test-item"])
     assert "lexical-test-item" not in retriever.search("grocery", None, 5, text="qwertzuiop").item_ids

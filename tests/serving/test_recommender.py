@@ -106,72 +106,72 @@ def test_cold_scene_without_interactions_answers_from_text_alone(demo):
     assert response.model_versions["collaborative"] == "none"
 
 
-def test_added_item_is_recommended_at_once_without_rebuild(demo):
+def test_added_item_is_recommended_at_once_without_rebuild(writable_demo):
     item_id = f"test-penguins-{uuid.uuid4().hex[:8]}"
     text = "An animated comedy about a family of penguins lost in outer space."
-    demo.add_items([ItemIn(item_id=item_id, scene="movie", title="Galactic Penguins", text=text, attributes={"genres": ["Animation", "Comedy"], "year": 2026})])
-    response = ask(demo, scene="movie", query="animated penguins in outer space", k=5)
+    writable_demo.add_items([ItemIn(item_id=item_id, scene="movie", title="Galactic Penguins", text=text, attributes={"genres": ["Animation", "Comedy"], "year": 2026})])
+    response = ask(writable_demo, scene="movie", query="animated penguins in outer space", k=5)
     assert response.items[0].item_id == item_id
     assert any(r.startswith("new in") for r in response.items[0].reasons)
 
 
-def test_added_item_in_a_cold_scene_is_found_by_routing(demo):
+def test_added_item_in_a_cold_scene_is_found_by_routing(writable_demo):
     item_id = f"test-song-{uuid.uuid4().hex[:8]}"
-    demo.add_items([ItemIn(item_id=item_id, scene="music", title="Midnight Accordion Waltz", text="A melancholic accordion waltz, French chanson.", attributes={"artist": "Les Nuits"})])
-    response = ask(demo, query="a melancholic French accordion waltz song", k=5)
+    writable_demo.add_items([ItemIn(item_id=item_id, scene="music", title="Midnight Accordion Waltz", text="A melancholic accordion waltz, French chanson.", attributes={"artist": "Les Nuits"})])
+    response = ask(writable_demo, query="a melancholic French accordion waltz song", k=5)
     assert response.scene == "music" and item_id in [i.item_id for i in response.items]
 
 
-def test_events_change_the_users_next_answer(demo):
+def test_events_change_the_users_next_answer(writable_demo):
     user = f"test-user-{uuid.uuid4().hex[:8]}"
     horror = ["Shining, The (1980)", "Exorcist, The (1973)", "Halloween (1978)", "Alien (1979)"]
     with pytest.raises(NotFoundError):
-        ask(demo, user_id=user)
-    demo.record_events([EventIn(user_id=user, item_id=i, kind="like") for i in horror])
-    response = ask(demo, user_id=user, k=10)
+        ask(writable_demo, user_id=user)
+    writable_demo.record_events([EventIn(user_id=user, item_id=i, kind="like") for i in horror])
+    response = ask(writable_demo, user_id=user, k=10)
     ids = [i.item_id for i in response.items]
     assert response.user_known and not set(ids) & set(horror)
-    assert sum("Horror" in genres(demo, i) for i in ids) >= 4, [i.title for i in response.items]
+    assert sum("Horror" in genres(writable_demo, i) for i in ids) >= 4, [i.title for i in response.items]
 
 
-def test_removed_item_is_never_returned(demo):
+def test_removed_item_is_never_returned(writable_demo):
     item_id = f"test-gone-{uuid.uuid4().hex[:8]}"
-    demo.add_items([ItemIn(item_id=item_id, scene="grocery", title="Purple Yam Crisps", text="Crunchy purple yam chips, lightly salted.")])
-    assert ask(demo, scene="grocery", query="purple yam chips", k=3).items[0].item_id == item_id
-    demo.remove_items([item_id])
-    assert item_id not in [i.item_id for i in ask(demo, scene="grocery", query="purple yam chips", k=20).items]
+    writable_demo.add_items([ItemIn(item_id=item_id, scene="grocery", title="Purple Yam Crisps", text="Crunchy purple yam chips, lightly salted.")])
+    assert ask(writable_demo, scene="grocery", query="purple yam chips", k=3).items[0].item_id == item_id
+    writable_demo.remove_items([item_id])
+    assert item_id not in [i.item_id for i in ask(writable_demo, scene="grocery", query="purple yam chips", k=20).items]
     with pytest.raises(NotFoundError, match=item_id):
-        demo.remove_items([item_id])
+        writable_demo.remove_items([item_id])
 
 
-def test_acknowledged_writes_survive_a_restart(demo, demo_catalog, encoder, demo_store_path):
+def test_acknowledged_writes_survive_a_restart(writable_demo, demo_catalog, encoder):
     item_id = f"test-durable-{uuid.uuid4().hex[:8]}"
     user = f"test-durable-user-{uuid.uuid4().hex[:8]}"
-    demo.add_items([ItemIn(item_id=item_id, scene="music", title="Durable Disco", text="A disco anthem about write-ahead logs.")])
-    demo.record_events([EventIn(user_id=user, item_id="Jaws (1975)", kind="rating", value=5)])
-    restarted = Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(demo_store_path))
+    writable_demo.add_items([ItemIn(item_id=item_id, scene="music", title="Durable Disco", text="A disco anthem about write-ahead logs.")])
+    writable_demo.record_events([EventIn(user_id=user, item_id="Jaws (1975)", kind="rating", value=5)])
+    restarted = Recommender(PipelineConfig(), catalog=demo_catalog, encoder=encoder, store=SQLiteStore(writable_demo.ranker.retriever.store.path))
     assert restarted.items[item_id].title == "Durable Disco" and item_id in restarted.indexes["music"]
     assert [h.item_id for h in restarted.histories.get(user)] == ["Jaws (1975)"]
     assert ask(restarted, scene="music", query="disco anthem about write-ahead logs", k=1).items[0].item_id == item_id
 
 
-def test_bad_requests_say_what_is_accepted(demo):
+def test_bad_requests_say_what_is_accepted(writable_demo):
     with pytest.raises(NotFoundError, match=r"unknown scene 'books'.*movie.*music.*grocery"):
-        ask(demo, scene="books", query="a novel")
+        ask(writable_demo, scene="books", query="a novel")
     with pytest.raises(RequestError, match="above the maximum 100"):
-        ask(demo, query="comedy", k=101)
+        ask(writable_demo, query="comedy", k=101)
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         RecommendRequest(query="comedy", k=0)
     with pytest.raises(ValidationError, match="empty request"):
         RecommendRequest()
     with pytest.raises(NotFoundError, match="nothing else to go on"):
-        ask(demo, user_id="no-such-user")
+        ask(writable_demo, user_id="no-such-user")
     with pytest.raises(NotFoundError, match="unknown item ids"):
-        ask(demo, history=["No Such Movie (1901)"])
+        ask(writable_demo, history=["No Such Movie (1901)"])
     with pytest.raises(NotFoundError, match="unknown scene"):
-        demo.add_items([ItemIn(item_id="x", scene="books", title="A Book")])
+        writable_demo.add_items([ItemIn(item_id="x", scene="books", title="A Book")])
     with pytest.raises(NotFoundError, match="unknown item ids"):
-        demo.record_events([EventIn(user_id="1", item_id="No Such Movie (1901)")])
+        writable_demo.record_events([EventIn(user_id="1", item_id="No Such Movie (1901)")])
 
 
 def test_scenes_report_sizes_and_which_are_cold(demo):

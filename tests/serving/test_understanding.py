@@ -128,15 +128,15 @@ def test_over_the_demo_a_ruled_out_genre_is_never_returned(demo):
     assert sum("Comedy" in i.attributes["genres"] for i in answer.items) >= 15
 
 
-def test_an_item_added_a_moment_ago_can_be_named_and_is_forgotten_when_removed(demo):
+def test_an_item_added_a_moment_ago_can_be_named_and_is_forgotten_when_removed(writable_demo):
     from llmrec.serving.schemas import ItemIn
 
     request = RecommendRequest(query="something like Zorblax Returns", scene="movie", k=10)
-    demo.add_items([ItemIn(item_id="zorblax-returns", scene="movie", title="Zorblax Returns", attributes={"genres": ["Sci-Fi"], "year": 2001})])
+    writable_demo.add_items([ItemIn(item_id="zorblax-returns", scene="movie", title="Zorblax Returns", attributes={"genres": ["Sci-Fi"], "year": 2001})])
     try:
-        assert demo.ranker.users.understand("movie", request, None).references == ["zorblax-returns"]
-        answer = demo.recommend(request)
+        assert writable_demo.ranker.users.understand("movie", request, None).references == ["zorblax-returns"]
+        answer = writable_demo.recommend(request)
         assert "zorblax-returns" not in [i.item_id for i in answer.items] and len(answer.items) == 10
     finally:
-        demo.remove_items(["zorblax-returns"])
-    assert demo.ranker.users.understand("movie", request, None).references == []
+        writable_demo.remove_items(["zorblax-returns"])
+    assert writable_demo.ranker.users.understand("movie", request, None).references == []
