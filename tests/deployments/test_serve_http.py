@@ -356,7 +356,7 @@ def test_a_replica_that_dies_under_a_call_is_replaced_by_the_other_and_a_resent_
             die_once("embed")
             return np.ones(4, dtype=np.float32) / 2
 
-        def recommend(self, request, intent, vector, context, budget_s):
+        def recommend(self, *args, **kwargs):  # the Ranker's call, whatever it carries
             die_once("recommend")
             return Ranked([], RouteDecision("movie", "explicit"), False, "none", {}, [])
 
