@@ -28,10 +28,10 @@ from typing import Any
 import ray
 
 from deployments.cluster import start_cluster
-from deployments.local import APP_NAME, LOCAL_SERVE_CONFIG, replica_counts, serve_config, start
+from deployments.local import APP_NAME, LOCAL_SERVE_CONFIG, replica_counts, serve_config, start, use_serve_env
 from deployments.ranker import RankerDeployment
 from llmrec.bench.postgres import PostgresServer
-from llmrec.bench.traffic import Traffic, TrafficSpec, check_acknowledged, failure_counts, first_success_after, window
+from llmrec.bench.traffic import Sent, Traffic, TrafficSpec, check_acknowledged, failure_counts, first_success_after, window
 from llmrec.config import load_config
 from llmrec.data.catalog import load_catalog
 from llmrec.data.store import Store
@@ -110,6 +110,7 @@ def run_faults(
 ) -> dict[str, Any]:
     """The whole run: PostgreSQL, a 2-node cluster, the app, the cross-node check, then traffic and faults."""
     admin_key = os.environ.setdefault("LLMREC_API_KEY", secrets.token_hex(16))  # before the nodes start: their replicas inherit it
+    use_serve_env()
     postgres = PostgresServer.create()
     cluster = start_cluster(2, cpus_per_node=2, object_store_mb=300)
     run_id = f"faults-{uuid.uuid4().hex[:8]}"
@@ -140,7 +141,13 @@ def run_faults(
         for stage in STAGES:
             phase(f"kill one {stage} replica", lambda stage=stage: kill_replica(stage), lambda: wait_for_replicas(expected, 300))
         worker = next(iter(cluster.worker_nodes))
-        phase("remove the worker node", lambda: cluster.remove_node(worker))
+
+        def remove_worker() -> dict[str, float]:
+            at = time.time()
+            cluster.remove_node(worker)
+            return {"at": at}
+
+        phase("remove the worker node", remove_worker)
 
         def join() -> None:
             cluster.add_node(num_cpus=2, object_store_memory=300 * 2**20, resources={"node1": 1})
@@ -161,12 +168,13 @@ def run_faults(
         kills = [s for s in sent if killing[0]["start"] <= s.ended < killing[-1]["end"]]
         # The HTTP proxy does not resend what a dead Ingress replica was answering: those requests are the ones a kill may lose.
         ingress_at = next(p["detail"]["at"] for p in killing if p["phase"] == "kill one Ingress replica")
-        in_flight = sum(s.started <= ingress_at <= s.ended for s in sent)
+        node_at = next(p["detail"]["at"] for p in phases if p["phase"] == "remove the worker node")
         result.update(
             rate=rate,
             phase_s=phase_s,
             phases=rows,
-            replica_kills={"sent": len(kills), "failed": sum(s.status != 200 for s in kills), "in_flight_at_ingress_kill": in_flight},
+            replica_kills={"sent": len(kills), "failed": sum(s.status != 200 for s in kills), "in_flight_at_ingress_kill": in_flight(sent, ingress_at)},
+            in_flight_at_node_loss=in_flight(sent, node_at),
             postgres={
                 "first_write_after_s": first_success_after(sent, back, "event"),
                 "first_read_after_s": first_success_after(sent, back, "recommend"),
@@ -183,6 +191,12 @@ def run_faults(
         ray.shutdown()
         cluster.shutdown()
         postgres.remove()
+
+
+def in_flight(sent: list[Sent], moment: float) -> int:
+    """Requests started before `moment` and answered after it: those a fault at that moment may cut off
+    (the ingress does not resend what a dead Ingress replica, or a node, was answering)."""
+    return sum(s.started <= moment <= s.ended for s in sent)
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -206,6 +220,7 @@ def format_result(result: dict[str, Any]) -> str:
         "",
         f"replica kills: {kills['failed']} of {kills['sent']} requests failed ({share:.3f}%); {kills['in_flight_at_ingress_kill']} were in flight "
         "(at either Ingress replica) when one was killed",
+        f"node loss: {result['in_flight_at_node_loss']} requests were in flight when the worker node went",
         f"PostgreSQL back: first acknowledged event {pg['first_write_after_s']} s after, first recommendation {pg['first_read_after_s']} s after",
         f"acknowledged writes: {durable['acknowledged_events']} events, {durable['acknowledged_items']} items; lost events {len(durable['lost_events'])}, "
         f"duplicated events {len(durable['duplicated_events'])}, lost items {len(durable['lost_items'])}",

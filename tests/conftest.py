@@ -203,9 +203,9 @@ def local_ray(llmrec_home: Path):
     """One local Ray for every test that needs a real one (Serve apps, Train jobs)."""
     import ray
 
-    from deployments.local import SERVE_ENV
+    from deployments.local import use_serve_env
 
-    os.environ.update(SERVE_ENV)  # the Serve apps in the tests run as `llmrec serve` runs them
+    use_serve_env()  # the Serve apps in the tests run as `llmrec serve` runs them
     if not ray.is_initialized():
         ray.init(num_cpus=4, namespace="serve", include_dashboard=False, log_to_driver=False)
     yield ray

@@ -91,24 +91,25 @@ async def _drive_http(url: str, bodies: list[dict[str, Any]], concurrency: int) 
         queue.put_nowait(body)
     latencies: list[float] = []
     hops: list[dict[str, float]] = []
-    errors = 0
+    errors: dict[str, int] = {}
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal errors
         while not queue.empty():
             body = queue.get_nowait()
             started = time.perf_counter()
             response = await client.post("/v1/recommend", json=body)
             latencies.append(time.perf_counter() - started)
-            errors += response.status_code != 200
             if response.status_code == 200:
                 hops.append(hop_costs(latencies[-1], response.json()["timings_ms"]))
+            else:
+                why = f"{response.status_code} {response.text[:90]}"
+                errors[why] = errors.get(why, 0) + 1
 
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        return summarise(latencies, time.perf_counter() - started, errors, hops)
+        return {**summarise(latencies, time.perf_counter() - started, sum(errors.values()), hops), "error_kinds": errors}
 
 
 def drive_http(url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, float]:
@@ -157,6 +158,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         )
     errors = sum(r["errors"] for r in rows)
     lines.append(f"\nHTTP errors: {errors}; medians of {statistics.median([r['requests'] for r in rows]):.0f} requests per row")
+    for r in rows:
+        for why, n in (r.get("error_kinds") or {}).items():
+            lines.append(f"- {r['mix']}, concurrency {r['concurrency']}: {n} x {why}")
     lines.append("\nOutside the stages' own work (HTTP, p50 ms): `http` = client latency - pipeline total (proxy, ingress); `ranker` = the Ranker call - its sub-stages")
     for (mode, mix, concurrency), http in by_key.items():
         if mode == "http" and "http_hop_p50_ms" in http:
