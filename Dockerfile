@@ -53,6 +53,7 @@ COPY --chown=ray pyproject.toml README.md /home/ray/src/
 COPY --chown=ray llmrec /home/ray/src/llmrec
 COPY --chown=ray deployments /home/ray/src/deployments
 COPY --chown=ray train /home/ray/src/train
+COPY --chown=ray llmrec_cli /home/ray/src/llmrec_cli
 RUN case "$VARIANT" in \
       cpu) extras="cpu,serve,train,gguf,postgres" ;; \
       gpu) extras="gpu,serve,train,gguf,postgres" ;; \
@@ -60,6 +61,6 @@ RUN case "$VARIANT" in \
     esac \
  && pip install ${PIP_CERT:+--cert "$PIP_CERT"} "/home/ray/src[${extras}]" \
  && rm -rf /home/ray/src \
- && python -c "import llmrec, deployments.app, train.cli, ray; assert ray.__version__ == '2.60.0', ray.__version__"
+ && python -c "import llmrec, llmrec_cli.main, deployments.app, train.cli, ray; assert ray.__version__ == '2.60.0', ray.__version__"
 
 CMD ["/bin/bash"]

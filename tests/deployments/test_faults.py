@@ -21,7 +21,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def faults(llmrec_home, demo_catalog, postgres_server) -> dict:
     """One reduced run (its own Ray cluster and PostgreSQL server; the session's server only proves the programs are there)."""
-    command = [sys.executable, "-m", "llmrec.cli", "bench", "faults", "--phase-seconds", "8", "--rate", "6", "--port", str(_free_port()), "--json"]
+    command = [sys.executable, "-m", "llmrec_cli", "bench", "faults", "--phase-seconds", "8", "--rate", "6", "--port", str(_free_port()), "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env={**os.environ, "LLMREC_HOME": str(llmrec_home)})
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()  # Ray's own processes may print a line before the document

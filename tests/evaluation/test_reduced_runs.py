@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmrec.cli import main
 from llmrec.serving.blend import SIGNALS
+from llmrec_cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -222,7 +222,7 @@ def test_evaluation_reports_the_metrics():
 
 
 def test_cli_eval_intent_prints_json_keys(demo_catalog, capsys):
-    from llmrec.cli import main
+    from llmrec_cli.main import main
 
     assert main(["eval", "intent", "--backend", "none", "--split", "dev", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -461,7 +461,7 @@ def test_rayjobs_clean_up_after_themselves_and_have_a_deadline():
 
 
 def test_rayjob_entrypoints_are_single_commands_that_the_llmrec_cli_accepts():
-    from llmrec.cli import build_parser
+    from llmrec_cli.main import build_parser
 
     tasks = set()
     for overlay, job in objects_of("RayJob"):
