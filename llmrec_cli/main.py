@@ -408,6 +408,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _emit(args, as_json(run, seconds), f"{markdown(run)}\n\n{args.protocol}: {seconds:.0f} s; result {result}, plot {plot}")
 
 
+def add_app_target(p: argparse.ArgumentParser, url_note: str = "", key_help: str | None = "a key sent on every request (default: $LLMREC_API_KEY)") -> None:
+    """The app an HTTP benchmark drives: a running one (--url, --key) or the local one it starts and stops (--port)."""
+    p.add_argument("--url", help=f"an already running app{url_note} (default: start the local Serve app, then stop it)")
+    if key_help:
+        p.add_argument("--key", help=key_help)
+    p.add_argument("--port", type=int, default=8000, help="port of the local app (without --url)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="local", help="profile name (local, cluster) or YAML file")
@@ -487,31 +495,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N texts")
     p.set_defaults(func=cmd_bench_encoder)
     p = bench.add_parser("serve", parents=[common], help="HTTP load at several concurrency levels vs the in-process pipeline")
-    p.add_argument("--url", help="an already running app (default: start the local Serve app, then stop it)")
-    p.add_argument("--port", type=int, default=8000)
+    add_app_target(p, key_help=None)
     p.add_argument("--concurrency", default="1,4,16", help="comma-separated concurrency levels")
     p.add_argument("--requests", type=int, default=100, help="requests per level and mix")
     p.add_argument("--mixes", default="structured,free-text")
     p.add_argument("--warmup", type=int, default=10)
     p.set_defaults(func=cmd_bench_serve)
     p = bench.add_parser("overload", parents=[common], help="drive the HTTP app at several times its capacity: accepted, shed and failed, and the replicas")
-    p.add_argument("--url", help="an already running app (no replica timeline then); default: start the local Serve app, then stop it")
-    p.add_argument("--key", help="a key sent on every request (default: $LLMREC_API_KEY)")
-    p.add_argument("--port", type=int, default=8000, help="port of the local app (without --url)")
+    add_app_target(p, url_note=" (no replica timeline then)")
     p.add_argument("--factor", type=float, default=5.0, help="offered load as a multiple of the measured capacity")
     p.add_argument("--seconds", type=float, default=60.0, help="how long the overload lasts")
     p.add_argument("--settle", type=float, default=90.0, help="seconds watched after the load stops (replicas scaling down)")
     p.set_defaults(func=cmd_bench_overload)
     p = bench.add_parser("adversarial", parents=[common], help="an ordinary client alone, then beside a client sending the largest and most awkward requests")
-    p.add_argument("--url", help="an already running app (default: start the local Serve app, then stop it)")
-    p.add_argument("--key", help="a key sent on every request (default: $LLMREC_API_KEY)")
-    p.add_argument("--port", type=int, default=8000, help="port of the local app (without --url)")
+    add_app_target(p)
     p.add_argument("--seconds", type=float, default=30.0, help="how long the hostile client runs")
     p.set_defaults(func=cmd_bench_adversarial)
     p = bench.add_parser("fuzz", parents=[common], help="fuzz the HTTP API from its OpenAPI document (schemathesis, every check); exit 1 on any failure")
-    p.add_argument("--url", help="an already running app with client keys configured (default: start the local Serve app, then stop it)")
-    p.add_argument("--key", help="the admin key of --url, sent on every request (default: $LLMREC_API_KEY)")
-    p.add_argument("--port", type=int, default=8000, help="port of the local app (without --url)")
+    add_app_target(p, url_note=" with client keys configured", key_help="the admin key of --url, sent on every request (default: $LLMREC_API_KEY)")
     p.add_argument("--cases", type=int, default=2000, help="generated cases to spread over the operations (the CI run in the tests uses 150)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="concurrent requests")
