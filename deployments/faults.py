@@ -166,7 +166,7 @@ def run_faults(
         rows = [{"phase": p["phase"], **window(sent, p["start"], p["end"]), "recovered_s": p["recovered_s"]} for p in phases]
         killing = [p for p in phases if p["phase"].startswith("kill")]
         kills = [s for s in sent if killing[0]["start"] <= s.ended < killing[-1]["end"]]
-        # The HTTP proxy does not resend what a dead Ingress replica was answering: those requests are the ones a kill may lose.
+        # HAProxy does not resend what a dead Ingress replica was answering: those requests are the ones a kill may lose.
         ingress_at = next(p["detail"]["at"] for p in killing if p["phase"] == "kill one Ingress replica")
         node_at = next(p["detail"]["at"] for p in phases if p["phase"] == "remove the worker node")
         result.update(
