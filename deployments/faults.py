@@ -1,7 +1,7 @@
 """`llmrec bench faults`: the app on a local multi-node Ray cluster with PostgreSQL, faults under load.
 
 Every request-path deployment runs two replicas, one per node (`max_replicas_per_node: 1`), behind the
-head node's HTTP proxy; the store is a throwaway PostgreSQL server. Steady mixed traffic comes from a
+HAProxy on the head node; the store is a throwaway PostgreSQL server. Steady mixed traffic comes from a
 second process (`llmrec.bench.traffic`) while, phase by phase:
   - one replica of each stage is killed (`ray.kill`, as an OOM kill or a crashed process would), and
     the phase lasts until Serve has replaced it;

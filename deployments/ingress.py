@@ -70,7 +70,7 @@ api = FastAPI(
         "has client keys configured (otherwise they are open); item writes need the admin key, which also opens the client routes. "
         "`/healthz` and `/readyz` are always open.\n\n"
         "**Errors** are JSON `{\"error\": \"what to fix\", \"request_id\": \"...\"}`, unknown routes and methods included. A 503 carries "
-        "`Retry-After`; when the HTTP proxy itself sheds load (the ingress queue is full) its 503 body is plain text."
+        "`Retry-After`; when Serve itself sheds load (the Ingress queue is full) its 503 body is plain text."
     ),
 )
 api.add_middleware(BodyLimitMiddleware)

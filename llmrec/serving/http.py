@@ -86,7 +86,7 @@ ERROR_DESCRIPTIONS = {
     413: "The body is larger than `server.max_body_bytes`.",
     415: "The body is not JSON: send `Content-Type: application/json`.",
     422: "Malformed JSON or a wrong field; the message names the field.",
-    503: "Overloaded (a queue is full) or a stage the answer needs is unavailable: retry after `Retry-After` seconds. When the HTTP proxy itself "
+    503: "Overloaded (a queue is full) or a stage the answer needs is unavailable: retry after `Retry-After` seconds. When Serve itself "
     "sheds the request (the ingress queue is full) the body is Ray Serve's plain text, not JSON.",
 }
 
