@@ -93,7 +93,7 @@ def test_a_profile_joins_the_text_the_encoder_and_bm25_read_and_a_changed_item_l
 def test_the_prepared_demo_shows_the_product_names_of_its_shipped_profiles(demo_catalog):
     grocery = demo_catalog.items[demo_catalog.items["scene"] == "grocery"]
     profiled = [row for row in grocery.itertuples() if json.loads(row.attributes).get("title_source") == "profile"]
-    assert len(profiled) >= 900
+    assert len(profiled) >= 0.99 * len(grocery)  # all but the few answers the parser could not read
     shipped = read_profiles(SHIPPED_PROFILES / "demo.jsonl.gz")
     for row in profiled:
         profile = shipped[json.loads(row.attributes)["profile"]["key"]]
