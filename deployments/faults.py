@@ -64,12 +64,30 @@ def replica_actors(deployment: str) -> list[str]:
 
 
 def kill_replica(deployment: str) -> dict[str, Any]:
-    """Kill one replica of the deployment at once (as a crashed or OOM-killed process dies); returns its name and when."""
+    """Kill one replica of the deployment at once (as a crashed or OOM-killed process dies); returns its name,
+    when the kill was sent and when its process was gone (`ray.kill` returns before the process dies)."""
     name = replica_actors(deployment)[0]
     actor = ray.get_actor(name, namespace="serve")
+    pid = ray.get(actor.__ray_call__.remote(lambda _: os.getpid()))  # every node of the local cluster is this machine
     at = time.time()
     ray.kill(actor, no_restart=True)
-    return {"replica": name, "at": at}
+    return {"replica": name, "at": at, "gone": gone_at(pid)}
+
+
+def gone_at(pid: int, timeout_s: float = 30) -> float:
+    """When the process ended or became a zombie (polled every 10 ms in /proc; where there is no /proc, at
+    once), or the timeout's end if it outlives it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and running(pid):
+        time.sleep(0.01)
+    return time.time()
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def wait_for_replicas(expected: dict[str, int], timeout_s: float) -> float:
@@ -144,8 +162,8 @@ def run_faults(
 
         def remove_worker() -> dict[str, float]:
             at = time.time()
-            cluster.remove_node(worker)
-            return {"at": at}
+            cluster.remove_node(worker)  # returns once the node's processes are killed
+            return {"at": at, "gone": time.time()}
 
         phase("remove the worker node", remove_worker)
 
@@ -167,14 +185,19 @@ def run_faults(
         killing = [p for p in phases if p["phase"].startswith("kill")]
         kills = [s for s in sent if killing[0]["start"] <= s.ended < killing[-1]["end"]]
         # HAProxy does not resend what a dead Ingress replica was answering: those requests are the ones a kill may lose.
-        ingress_at = next(p["detail"]["at"] for p in killing if p["phase"] == "kill one Ingress replica")
-        node_at = next(p["detail"]["at"] for p in phases if p["phase"] == "remove the worker node")
+        ingress = next(p["detail"] for p in killing if p["phase"] == "kill one Ingress replica")
+        node = next(p["detail"] for p in phases if p["phase"] == "remove the worker node")
         result.update(
             rate=rate,
             phase_s=phase_s,
             phases=rows,
-            replica_kills={"sent": len(kills), "failed": sum(s.status != 200 for s in kills), "in_flight_at_ingress_kill": in_flight(sent, ingress_at)},
-            in_flight_at_node_loss=in_flight(sent, node_at),
+            replica_kills={
+                "sent": len(kills),
+                "failed": sum(s.status != 200 for s in kills),
+                "in_flight_at_ingress_kill": in_flight(sent, ingress["at"], ingress["gone"]),
+                "ingress_gone_after_s": round(ingress["gone"] - ingress["at"], 3),
+            },
+            in_flight_at_node_loss=in_flight(sent, node["at"], node["gone"]),
             postgres={
                 "first_write_after_s": first_success_after(sent, back, "event"),
                 "first_read_after_s": first_success_after(sent, back, "recommend"),
@@ -193,10 +216,10 @@ def run_faults(
         postgres.remove()
 
 
-def in_flight(sent: list[Sent], moment: float) -> int:
-    """Requests started before `moment` and answered after it: those a fault at that moment may cut off
+def in_flight(sent: list[Sent], killed: float, gone: float) -> int:
+    """Requests open at some moment between the kill and the process's end: those the fault may cut off
     (the ingress does not resend what a dead Ingress replica, or a node, was answering)."""
-    return sum(s.started <= moment <= s.ended for s in sent)
+    return sum(s.started <= gone and s.ended >= killed for s in sent)
 
 
 def format_result(result: dict[str, Any]) -> str:
