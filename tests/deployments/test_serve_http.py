@@ -53,14 +53,14 @@ def server(local_ray, app_config):
     serve.shutdown()
 
 
-def serve_second_app(server: httpx.Client, app, name: str, probe: str) -> None:
+def serve_second_app(server: httpx.Client, app, name: str) -> None:
     """Deploy a second app at /`name` beside the main one, and wait until the HTTP ingress routes to it
     (HAProxy picks up a new route a moment after `serve.run` returns)."""
     from ray import serve
 
     serve.run(app, name=name, route_prefix=f"/{name}")
     deadline = time.monotonic() + 30
-    while "no route" in server.get(f"/{name}{probe}").text and time.monotonic() < deadline:
+    while "no route" in server.get(f"/{name}/healthz").text and time.monotonic() < deadline:
         time.sleep(0.5)
 
 
@@ -296,7 +296,7 @@ def test_overload_is_refused_at_once_with_503_and_retry_after(server):
 
     stage = SlowStage.bind()
     ingress = Ingress.options(num_replicas=1, max_ongoing_requests=4, max_queued_requests=1, backpressure_config={"retry_after_s": 2}, ray_actor_options={"num_cpus": 0})
-    serve_second_app(server, ingress.bind(load_config("local"), stage, stage, stage, stage), "shed", "/healthz")
+    serve_second_app(server, ingress.bind(load_config("local"), stage, stage, stage, stage), "shed")
 
     async def calls(label: str, delays: list[float]) -> list[tuple[httpx.Response, float]]:
         async with httpx.AsyncClient(base_url=str(server.base_url), timeout=30) as client:
@@ -378,7 +378,7 @@ def test_a_replica_that_dies_under_a_call_is_replaced_by_the_other_and_a_resent_
 
     intent, encoder, ranker = (DyingStage.options(name=name).bind() for name in ("DyingIntent", "DyingEncoder", "DyingRanker"))
     ingress = Ingress.options(num_replicas=1, ray_actor_options={"num_cpus": 0})
-    serve_second_app(server, ingress.bind(load_config("local"), intent, encoder, ranker, ranker), "dying", "/healthz")
+    serve_second_app(server, ingress.bind(load_config("local"), intent, encoder, ranker, ranker), "dying")
     try:
         answer = server.post("/dying/v1/recommend", json={"query": "a film about replicas", "scene": "movie"})
         events = server.post("/dying/v1/events", json={"events": [{"user_id": "u", "item_id": "a", "kind": "like"}, {"user_id": "u", "item_id": "b"}]})
