@@ -69,6 +69,17 @@ class RouterConfig(_Section):
     default_scene: str | None = Field(None, description="Scene for requests with no text and no history.")
 
 
+class UnderstandConfig(_Section):
+    """How free text shapes retrieval beyond what the parser writes (llmrec/serving/understanding.py)."""
+
+    category_pull: float = Field(
+        2.0, ge=0, description="How far a free-text request's vector moves toward the scene's categories it reads like (genres); 0 turns it off."
+    )
+    category_temperature: float = Field(
+        0.01, gt=0, description="Softmax temperature over the request's similarities to the category values: lower picks the closest more surely."
+    )
+
+
 class RerankConfig(_Section):
     candidates: int = Field(200, ge=1, description="Candidates per retrieval source before reranking.")
     semantic_weight: float = Field(1.0, ge=0)
@@ -222,6 +233,7 @@ class PipelineConfig(_Section):
     encoder: EncoderConfig = EncoderConfig()
     index: IndexConfig = IndexConfig()
     router: RouterConfig = RouterConfig()
+    understand: UnderstandConfig = UnderstandConfig()
     rerank: RerankConfig = RerankConfig()
     store: StoreConfig = StoreConfig()
     deadline: DeadlineConfig = DeadlineConfig()

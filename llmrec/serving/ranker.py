@@ -33,7 +33,7 @@ from llmrec.serving.retriever import Retrieved, Retriever
 from llmrec.serving.router import RouteDecision, SceneRouter, scene_texts
 from llmrec.serving.schemas import EventIn, Filters, ItemIn, RecommendedItem, RecommendRequest
 from llmrec.serving.signals import SceneSignals
-from llmrec.serving.understanding import Understood
+from llmrec.serving.understanding import CategoryPull, SceneFacts, Understood, category_texts
 from llmrec.serving.users import UserContext, Users
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,11 @@ class Ranker:
         self.config = config
         self.retriever = Retriever(config, catalog, store, encoder, rebuild_index)
         texts = scene_texts(catalog)
-        self.router = SceneRouter(texts, self.retriever.scene_vectors(texts), config.router.default_scene)
+        self.router = SceneRouter(texts, self.retriever.text_vectors("scenes", texts), config.router.default_scene)
         self.users = Users(config, catalog, store)
+        self._pulls: dict[str, tuple[SceneFacts, CategoryPull]] = {}  # per scene, with the facts it was built from
+        self._category_vectors: dict[str, dict[str, np.ndarray]] = {}  # per scene: category text → vector
+        self._load_category_vectors()
         self.signals = fit_signals(catalog, self.retriever, self.users)
         self.blend = Blend(config.rerank)
         self._blend_version: int | None = None
@@ -173,7 +176,35 @@ class Ranker:
         if understood.references:
             context = self.users.with_references(context, understood.references)
             vector = self.retriever.toward(scene, vector, understood.references)
+        if vector is not None:
+            understand = self.config.understand
+            vector = self.category_pull(scene).pull(vector, understand.category_pull, understand.category_temperature)
         return understood, context, vector
+
+    def _load_category_vectors(self) -> None:
+        """Every scene's category texts embedded at start, from the cache beside the indexes when it has them."""
+        texts = {scene: category_texts(scene, self.users.facts(scene).categories) for scene in self.router.scenes}
+        flat = {f"{scene}/{key}": text for scene, by_key in texts.items() for key, text in by_key.items()}
+        vectors = dict(zip(flat.values(), self.retriever.text_vectors("categories", flat)))
+        self._category_vectors = {scene: {text: vectors[text] for text in by_key.values()} for scene, by_key in texts.items()}
+
+    def category_pull(self, scene: str) -> CategoryPull:
+        """The scene's category values as vectors, as of its items now (read again when they change);
+        a value first seen since start is embedded then."""
+        facts = self.users.facts(scene)
+        held = self._pulls.get(scene)
+        if held is not None and held[0] is facts:
+            return held[1]
+        texts = category_texts(scene, facts.categories)
+        known = self._category_vectors.get(scene, {})
+        missing = [t for t in texts.values() if t not in known]
+        fresh = dict(zip(missing, self.retriever.encoder.encode(missing))) if missing else {}
+        current = {t: known[t] if t in known else fresh[t] for t in texts.values()}
+        self._category_vectors[scene] = current
+        vectors = np.array(list(current.values()), dtype=np.float32) if current else np.zeros((0, 0), dtype=np.float32)
+        pull = CategoryPull(tuple(texts), vectors)
+        self._pulls[scene] = (facts, pull)
+        return pull
 
     def _retrieve(self, scene: str, vector: np.ndarray | None, context: UserContext, filters: Filters, extra: list[str], query: str | None) -> Retrieved:
         text = self.users.lexical_text(scene, context, query)

@@ -114,15 +114,18 @@ class Retriever:
         publish_version(directory, indexes, metadata, {"catalog": catalog.name, "encoder": self.encoder_id, "items": len(records), "built_by": "serving", "key": key})
         return indexes
 
-    def scene_vectors(self, texts: dict[str, str]) -> np.ndarray:
-        """The router's scene vectors, cached beside the indexes: a replica whose indexes and scene
-        vectors are cached never loads the encoder."""
-        path = index_dir(self.catalog_name, self.encoder_id) / "scenes.json"
+    def text_vectors(self, kind: str, texts: dict[str, str]) -> np.ndarray:
+        """Vectors of a few fixed texts (the router's scene descriptions, the scenes' category values),
+        cached beside the indexes as `kind`.json: a replica whose indexes and these are cached never
+        loads the encoder."""
+        path = index_dir(self.catalog_name, self.encoder_id) / f"{kind}.json"
         key = {"texts": texts, "encoder": self.encoder_id, "dtype": self.config.encoder.dtype}
         if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("key") == key:
                 return np.asarray(saved["vectors"], dtype=np.float32)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
         vectors = self.encoder.encode(list(texts.values()))
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")

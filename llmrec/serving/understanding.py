@@ -7,7 +7,10 @@
   scene's list attributes (genres) whose values they name;
 - an item the request names ("a thriller like Se7en") → a reference: it is never recommended, its
   vector joins the query's, and it counts as liked, so the collaborative signals answer "people
-  who liked Seven (Se7en) also liked this".
+  who liked Seven (Se7en) also liked this";
+- the categories the request reads like, in any language the encoder reads ("一部载歌载舞的歌舞片"
+  reads like Musical) → its vector is pulled toward them (`CategoryPull`), so retrieval and the
+  semantic signal favour the scene's musicals although no title or word of theirs matches.
 
 A scene's titles and categories are read from its items once per change of the item table.
 """
@@ -21,7 +24,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from llmrec.data.items import ItemRecord
+from llmrec.data.text import render_item
 from llmrec.intent.rules import without_exclusions
 from llmrec.intent.schema import Intent
 from llmrec.serving.schemas import Filters, Range
@@ -143,6 +149,37 @@ class SceneFacts:
                 continue
             return ids, (first.start(), words[n - 1].end())
         return None
+
+
+def category_texts(scene: str, categories: Mapping[str, set[str]]) -> dict[str, str]:
+    """Each category value written as the scene writes an item that has only it ("Movie. Genres:
+    Horror."): the text the encoder compares a request with, keyed "attribute=value"."""
+    return {f"{name}={value}": render_item(scene, "", {name: [value]}) for name, values in sorted(categories.items()) for value in sorted(values)}
+
+
+@dataclass(frozen=True)
+class CategoryPull:
+    """A scene's category values as the encoder reads them, for pulling a request toward those it reads like.
+
+    Why: a request's words rarely match its genre's titles ("a light romantic comedy" in Chinese
+    finds films with Chinese names, not romances), but they are close to the genre's name. The
+    request is compared with every value's text (`category_texts`); a softmax at `temperature` over
+    those similarities weighs the values' vectors, centred on their mean so that a request close to
+    all of them alike moves little; the sum, scaled by `strength`, is added and the vector
+    renormalised."""
+
+    keys: tuple[str, ...]
+    vectors: np.ndarray  # unit vectors of the texts, in the order of keys
+
+    def pull(self, vector: np.ndarray, strength: float, temperature: float) -> np.ndarray:
+        query = np.asarray(vector, dtype=np.float32).ravel()
+        if strength <= 0 or len(self.keys) < 2:
+            return query
+        similarity = self.vectors @ query
+        weights = np.exp((similarity - similarity.max()) / temperature)
+        direction = (weights / weights.sum()) @ (self.vectors - self.vectors.mean(axis=0))
+        pulled = query + strength * direction
+        return (pulled / (np.linalg.norm(pulled) or 1.0)).astype(np.float32)
 
 
 @dataclass

@@ -217,8 +217,8 @@ class Users:
         ids = context.engaged_ids if engaged else context.positive_ids
         return [i for i in ids if i in self.items and self.items[i].scene == scene]
 
-    def understand(self, scene: str, request: RecommendRequest, intent: Intent | None) -> Understood:
-        """The request's years, exclusions and named items applied to the scene (understanding.py)."""
+    def facts(self, scene: str) -> SceneFacts:
+        """What a request can name in the scene (its titles and categories), read once per change of its items."""
         with self.lock:
             facts = self._facts.get(scene)
             generation = self._facts_generation
@@ -228,6 +228,11 @@ class Users:
             with self.lock:
                 if self._facts_generation == generation:
                     self._facts[scene] = facts
+        return facts
+
+    def understand(self, scene: str, request: RecommendRequest, intent: Intent | None) -> Understood:
+        """The request's years, exclusions and named items applied to the scene (understanding.py)."""
+        facts = self.facts(scene)
         with self.lock:
             return understand(facts, request.filters, intent, request.query or "", self.popularity.counts)
 

@@ -50,9 +50,18 @@ def test_the_shipped_blend_ranks_known_users(default):
 
 @pytest.mark.parametrize(
     "query, genre",
-    [("我想看一部吓人的鬼片", "Horror"), ("一部发生在外太空的科幻电影", "Sci-Fi"), ("给孩子们看的动画片", "Animation")],
+    [
+        ("我想看一部吓人的鬼片", "Horror"),
+        ("一部发生在外太空的科幻电影", "Sci-Fi"),
+        ("给孩子们看的动画片", "Animation"),
+        ("来点轻松的爱情喜剧电影", "Romance"),
+        ("有牛仔和枪战的西部片", "Western"),
+        ("一部载歌载舞的歌舞片", "Musical"),
+        ("a light romantic comedy", "Romance"),
+        ("a western with cowboys and gunfights", "Western"),
+    ],
 )
-def test_chinese_genre_requests_are_routed_by_the_model_and_return_mostly_that_genre(default, query, genre):
+def test_genre_requests_in_chinese_and_english_are_routed_by_the_model_and_return_mostly_that_genre(default, query, genre):
     response = default.recommend(RecommendRequest(query=query, k=10))
     assert (response.scene, response.scene_source) == ("movie", "intent")
     assert sum(genre in g for g in genres(response)) >= 6

@@ -1,14 +1,16 @@
-"""The parsed request shapes the answer: stated years filter, ruled-out genres are left out, and a
-named item ("like Se7en") leads to what is similar to it, never to it."""
+"""The parsed request shapes the answer: stated years filter, ruled-out genres are left out, a
+named item ("like Se7en") leads to what is similar to it, never to it, and a request is pulled
+toward the genres it reads like, in Chinese as in English."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from llmrec.data.items import ItemRecord, allow_filter
 from llmrec.intent.rules import fallback_intent, rule_exclusions
 from llmrec.serving.schemas import Filters, Range, RecommendRequest
-from llmrec.serving.understanding import SceneFacts, title_keys, understand
+from llmrec.serving.understanding import CategoryPull, SceneFacts, category_texts, title_keys, understand
 
 MOVIES = [
     ItemRecord("Seven (Se7en) (1995)", "movie", "Seven (Se7en)", attributes={"genres": ["Crime", "Thriller"], "year": 1995}),
@@ -140,3 +142,48 @@ def test_an_item_added_a_moment_ago_can_be_named_and_is_forgotten_when_removed(w
     finally:
         writable_demo.remove_items(["zorblax-returns"])
     assert writable_demo.ranker.users.understand("movie", request, None).references == []
+
+
+def test_each_category_value_is_written_as_the_scene_writes_an_item_that_has_only_it():
+    assert category_texts("movie", {"genres": {"Horror", "Sci-Fi"}}) == {"genres=Horror": "Movie. Genres: Horror.", "genres=Sci-Fi": "Movie. Genres: Sci-Fi."}
+
+
+def test_a_request_as_close_to_every_category_is_not_moved_and_a_zero_strength_moves_nothing():
+    labels = np.eye(3, dtype=np.float32)
+    pull = CategoryPull(("a", "b", "c"), labels)
+    even = np.ones(3, dtype=np.float32) / np.sqrt(3)
+    assert np.allclose(pull.pull(even, 2.0, 0.01), even)
+    leaning = np.array([0.8, 0.6, 0.0], dtype=np.float32)
+    assert np.allclose(pull.pull(leaning, 0.0, 0.01), leaning)
+    moved = pull.pull(leaning, 2.0, 0.01)
+    assert moved[0] > leaning[0] and moved[1] < leaning[1] and np.isclose(np.linalg.norm(moved), 1.0)
+
+
+@pytest.mark.parametrize("query, genre", [("来点轻松的爱情喜剧电影", "Romance"), ("一部载歌载舞的歌舞片", "Musical"), ("有牛仔和枪战的西部片", "Western")])
+def test_over_the_demo_a_chinese_request_pulled_toward_its_genre_finds_mostly_that_genre(demo, query, genre):
+    ranker = demo.ranker
+    vector = demo.encoder.encode([query])[0]
+    pulled = ranker.category_pull("movie").pull(vector, ranker.config.understand.category_pull, ranker.config.understand.category_temperature)
+
+    def hits(v: np.ndarray) -> int:
+        found = ranker.retriever.search("movie", v, 10)
+        return sum(genre in a.get("genres", []) for a in found.attributes[:10])
+
+    assert hits(pulled) >= 6 > hits(vector)
+    answer = demo.recommend(RecommendRequest(query=query, scene="movie", k=10))
+    assert sum(genre in i.attributes["genres"] for i in answer.items) >= 6
+
+
+def test_a_genre_first_seen_after_start_is_embedded_when_a_request_first_needs_it(writable_demo):
+    from llmrec.serving.schemas import ItemIn
+
+    assert "genres=Kaiju" not in writable_demo.ranker.category_pull("movie").keys
+    writable_demo.add_items([ItemIn(item_id="kaiju-night", scene="movie", title="Kaiju Night", attributes={"genres": ["Kaiju"], "year": 2003})])
+    try:
+        pull = writable_demo.ranker.category_pull("movie")
+        assert "genres=Kaiju" in pull.keys and pull.vectors.shape == (len(pull.keys), writable_demo.encoder.dim)
+        kaiju = pull.vectors[pull.keys.index("genres=Kaiju")]
+        assert np.isclose(kaiju @ writable_demo.encoder.encode(["Movie. Genres: Kaiju."])[0], 1.0, atol=1e-4)
+    finally:
+        writable_demo.remove_items(["kaiju-night"])
+    assert "genres=Kaiju" not in writable_demo.ranker.category_pull("movie").keys
