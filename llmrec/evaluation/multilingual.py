@@ -1,17 +1,23 @@
-"""Do genre requests in Chinese find the right movies? MiniLM against the rebuilt multilingual-e5-small.
+"""Do genre requests in Chinese find the right movies? The served pipeline, and the encoders alone.
 
 A measurement, not a test: `python -m llmrec.evaluation.multilingual` (LLMREC_HOME must hold the
-prepared `demo` catalog). Each encoder embeds the demo catalog's movies exactly as the index does
-(`ItemRecord.render`: "Movie: Title. Year: …. Genres: …."), and each of 8 genre requests, in English
-and in Chinese, retrieves its exact top 10 by cosine among the movies alone (the movie scene's
-index). A request passes when at least 6 of its 10 movies carry the asked MovieLens genre.
+prepared `demo` catalog and the packaged intent model). Genre requests, in English and in Chinese,
+in two sets: `dev`, the 8 read while designing the category pull (llmrec/serving/understanding.py),
+and `held-out`, 9 written before any result on them. A request passes when at least 6 of its 10
+movies carry the asked MovieLens genre.
 
-Encoders: `minilm` (all-MiniLM-L6-v2), `e5` (multilingual-e5-small with its prompts: "query: " on
-requests, "passage: " on movies), `e5-no-prompt` (the same model as the serving `Encoder` calls it:
-plain `encode`, no prefix) and `minilm-rewrite` (the other way the issue names: the packaged intent
-LLM rewrites each Chinese request into an English search query, greedy, one thread as the intent
-backend runs, then MiniLM retrieves; the median rewrite time is reported). Throughput is movie texts per second in the
-catalog pass, at the serving batch size and max_seq_length (`EncoderConfig` defaults), on CPU.
+Variants:
+- `served`: the default profile (`local`: the intent LLM on, the shipped blend) answering each
+  request as `/v1/recommend` does, in process (`Recommender`), with no scene given; an answer from
+  another scene has no hits. `served-no-pull`: the same with `understand.category_pull=0`.
+- the encoders alone: each embeds the demo catalog's movies exactly as the index does
+  (`ItemRecord.render`) and takes each request's exact top 10 by cosine among the movies.
+  `minilm` (all-MiniLM-L6-v2), `e5` (multilingual-e5-small with its prompts: "query: " on
+  requests, "passage: " on movies), `e5-no-prompt` (as the serving `Encoder` calls it: plain
+  `encode`) and `minilm-rewrite` (the packaged intent LLM rewrites each Chinese request into an
+  English search query, greedy, one thread as the intent backend runs, then MiniLM retrieves; the
+  median rewrite time is reported). Throughput is movie texts per second in the catalog pass, at
+  the serving batch size and max_seq_length (`EncoderConfig` defaults), on CPU.
 """
 
 from __future__ import annotations
@@ -47,6 +53,30 @@ REQUESTS = (
     GenreRequest("Musical", "a musical full of singing and dancing", "一部载歌载舞的歌舞片"),
     GenreRequest("Crime", "a tense crime thriller about gangsters", "一部关于黑帮的紧张犯罪惊悚片"),
 )
+# Written after the requests above had been read while designing the category pull
+# (llmrec/serving/understanding.py) and before any result on these: the held-out check.
+HELD_OUT = (
+    GenreRequest("Comedy", "a hilarious comedy that will make me laugh out loud", "一部让我捧腹大笑的喜剧"),
+    GenreRequest("Documentary", "a documentary about real events and real people", "一部讲述真实事件的纪录片"),
+    GenreRequest("Thriller", "a suspenseful thriller that keeps me on the edge of my seat", "一部让人紧张到坐立不安的惊悚片"),
+    GenreRequest("Children's", "a film the whole family can watch with young children", "适合全家和小朋友一起看的儿童电影"),
+    GenreRequest("Fantasy", "a fantasy adventure with magic and dragons", "有魔法和巨龙的奇幻电影"),
+    GenreRequest("Action", "an action movie with explosions and car chases", "有爆炸和飞车追逐的动作片"),
+    GenreRequest("Mystery", "a detective mystery where you have to guess the killer", "一部猜凶手的侦探推理片"),
+    GenreRequest("Adventure", "an adventure film about a treasure hunt in the jungle", "一部在丛林里寻宝的冒险片"),
+    GenreRequest("Film-Noir", "a black and white film noir with a femme fatale", "有蛇蝎美人的黑白黑色电影"),
+)
+# Requests that name no genre: the pull should change their answers little.
+NEUTRAL = (
+    "something good for tonight",
+    "what should I watch this weekend",
+    "a film with Tom Hanks",
+    "a classic from the 70s",
+    "随便推荐一部电影",
+    "给我推荐几部好电影",
+    "周末在家看什么电影好",
+    "一部九十年代的老电影",
+)
 LANGUAGES = ("english", "chinese")
 SHORT = {"english": "en", "chinese": "zh"}
 
@@ -60,6 +90,8 @@ class EncoderVariant:
     rewrite: bool = False  # Chinese requests rewritten into English by the intent LLM first
 
 
+SETS = {"dev": REQUESTS, "held-out": HELD_OUT}
+SERVED = ("served", "served-no-pull")
 ENCODERS = {
     "minilm": EncoderVariant("minilm", "all-MiniLM-L6-v2", None, None),
     "e5": EncoderVariant("e5", "multilingual-e5-small", "query", "passage"),
@@ -118,8 +150,18 @@ def _load(spec: str, config: EncoderConfig):
     return model
 
 
+def _row(name: str, request: GenreRequest, language: str, hits: int, top: list[str], searched: str | None = None) -> dict[str, Any]:
+    query = getattr(request, language)
+    row = {"set": name, "language": language, "genre": request.genre, "request": query, "hits": int(hits), "passed": hits >= PASS_AT, "top": top[:3]}
+    return {**row, "searched": searched} if searched is not None and searched != query else row
+
+
+def _passes(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {f"{name} {language}": sum(r["passed"] for r in rows if (r["set"], r["language"]) == (name, language)) for name in SETS for language in LANGUAGES}
+
+
 def evaluate_encoder(variant: EncoderVariant, texts: list[str], genres: list[set[str]], config: EncoderConfig | None = None) -> dict[str, Any]:
-    """Genre hits in the top 10 for every request in both languages, and the catalog pass's speed."""
+    """Genre hits in the exact top 10 for every request of both sets in both languages, and the catalog pass's speed."""
     config = config or EncoderConfig()
     model = _load(variant.spec, config)
     encode = {"batch_size": config.batch_size, "normalize_embeddings": True, "convert_to_numpy": True}
@@ -127,60 +169,101 @@ def evaluate_encoder(variant: EncoderVariant, texts: list[str], genres: list[set
     started = time.perf_counter()
     movies = model.encode(texts, prompt_name=variant.document_prompt, **encode)
     texts_per_s = len(texts) / (time.perf_counter() - started)
-    rows = []
-    rewrite_s = None
-    for language in LANGUAGES:
-        queries = [getattr(r, language) for r in REQUESTS]
-        searched = queries
-        if variant.rewrite and language != "english":
-            searched, rewrite_s = rewrite_into_english(queries)
-        vectors = model.encode(searched, prompt_name=variant.query_prompt, **encode)
-        top = np.argsort(-(vectors @ movies.T), axis=1)[:, :TOP_K]
-        for request, query, text, ranked in zip(REQUESTS, queries, searched, top):
-            hits = sum(request.genre in genres[i] for i in ranked)
-            row = {"language": language, "genre": request.genre, "request": query, "hits": int(hits), "passed": hits >= PASS_AT, "top": [texts[i] for i in ranked[:3]]}
-            rows.append({**row, "searched": text} if text != query else row)
-    passes = {language: sum(r["passed"] for r in rows if r["language"] == language) for language in LANGUAGES}
-    report = {"encoder": variant.name, "model": variant.spec, "passes": passes, "texts_per_s": round(texts_per_s, 1), "requests": rows}
-    return {**report, "rewrite_s": round(rewrite_s, 2)} if rewrite_s is not None else report
+    rows, rewrite_s = [], []
+    for name, requests in SETS.items():
+        for language in LANGUAGES:
+            searched = [getattr(r, language) for r in requests]
+            if variant.rewrite and language != "english":
+                searched, seconds = rewrite_into_english(searched)
+                rewrite_s.append(seconds)
+            vectors = model.encode(searched, prompt_name=variant.query_prompt, **encode)
+            top = np.argsort(-(vectors @ movies.T), axis=1)[:, :TOP_K]
+            for request, text, ranked in zip(requests, searched, top):
+                rows.append(_row(name, request, language, sum(request.genre in genres[i] for i in ranked), [texts[i] for i in ranked], text))
+    report = {"variant": variant.name, "model": variant.spec, "passes": _passes(rows), "texts_per_s": round(texts_per_s, 1), "requests": rows}
+    return {**report, "rewrite_s": round(float(np.median(rewrite_s)), 2)} if rewrite_s else report
 
 
-def run(encoders: list[str], catalog_name: str = "demo") -> dict[str, Any]:
+def evaluate_served(name: str, catalog_name: str) -> dict[str, Any]:
+    """Genre hits in what the default profile answers each request with (the scene left to the
+    pipeline), the category pull on or off; and the median seconds per answer."""
+    import tempfile
+
+    from llmrec.config import load_config
+    from llmrec.serving.recommender import Recommender
+    from llmrec.serving.schemas import RecommendRequest
+
+    overrides = [f"catalog={catalog_name}"] + (["understand.category_pull=0"] if name == "served-no-pull" else [])
+    rows, seconds = [], []
+    with tempfile.TemporaryDirectory() as state:
+        recommender = Recommender(load_config("local", [*overrides, f"store.url=sqlite:///{state}/state.db"]))
+        for set_name, requests in SETS.items():
+            for language in LANGUAGES:
+                for request in requests:
+                    started = time.perf_counter()
+                    response = recommender.recommend(RecommendRequest(query=getattr(request, language), k=TOP_K))
+                    seconds.append(time.perf_counter() - started)
+                    hits = sum(response.scene == "movie" and request.genre in item.attributes.get("genres", []) for item in response.items)
+                    rows.append(_row(set_name, request, language, hits, [f"{item.title} ({response.scene})" for item in response.items]))
+        neutral = {query: [item.item_id for item in recommender.recommend(RecommendRequest(query=query, k=TOP_K)).items] for query in NEUTRAL}
+    report = {"variant": name, "model": "default profile", "passes": _passes(rows), "seconds_per_request": round(float(np.median(seconds)), 2), "requests": rows}
+    return {**report, "neutral": neutral}
+
+
+def neutral_overlap(results: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Per request naming no genre, how many of its items the pull left in place (both served variants run)."""
+    answers = {r["variant"]: r["neutral"] for r in results if "neutral" in r}
+    if set(answers) != set(SERVED):
+        return None
+    return {query: len(set(answers["served"][query]) & set(answers["served-no-pull"][query])) for query in NEUTRAL}
+
+
+def run(variants: list[str], catalog_name: str = "demo") -> dict[str, Any]:
     texts, genres = demo_movies(catalog_name)
     started = time.perf_counter()
-    results = [evaluate_encoder(ENCODERS[name], texts, genres) for name in encoders]
-    return {"catalog": catalog_name, "movies": len(texts), "top_k": TOP_K, "pass_at": PASS_AT, "seconds": round(time.perf_counter() - started, 1), "results": results}
+    results = [evaluate_served(name, catalog_name) if name in SERVED else evaluate_encoder(ENCODERS[name], texts, genres) for name in variants]
+    seconds = round(time.perf_counter() - started, 1)
+    return {"catalog": catalog_name, "movies": len(texts), "top_k": TOP_K, "pass_at": PASS_AT, "seconds": seconds, "results": results, "neutral_overlap": neutral_overlap(results)}
 
 
 def markdown(report: dict[str, Any]) -> str:
-    n = len(REQUESTS)
+    sizes = {name: len(requests) for name, requests in SETS.items()}
+    columns = [f"{name} {language}" for name in SETS for language in LANGUAGES]
     lines = [
         f"Genre requests passing (≥ {report['pass_at']} of the top {report['top_k']} among {report['movies']:,} {report['catalog']} movies have the genre)",
         "",
-        "| encoder | English | Chinese | movie texts/s | rewrite s/request (median) |",
-        "| --- | --- | --- | --- | --- |",
+        f"| variant | {' | '.join(columns)} | movie texts/s | rewrite s/request (median) |",
+        "| --- |" + " --- |" * (len(columns) + 2),
     ]
     for r in report["results"]:
-        rewrite = f"{r['rewrite_s']:.2f}" if "rewrite_s" in r else "-"
-        lines.append(f"| {r['encoder']} | {r['passes']['english']}/{n} | {r['passes']['chinese']}/{n} | {r['texts_per_s']:.0f} | {rewrite} |")
-    header = " | ".join(f"{r['encoder']} {SHORT[lang]}" for r in report["results"] for lang in LANGUAGES)
-    lines += ["", "Genre hits in the top 10, per request:", "", f"| genre | {header} |", "| --- |" + " --- |" * (2 * len(report["results"]))]
-    for i, request in enumerate(REQUESTS):
-        cells = [str(r["requests"][j * n + i]["hits"]) for r in report["results"] for j in range(len(LANGUAGES))]
-        lines.append(f"| {request.genre} | " + " | ".join(cells) + " |")
+        passes = " | ".join(f"{r['passes'][c]}/{sizes[c.rsplit(' ', 1)[0]]}" for c in columns)
+        speed = f"{r['texts_per_s']:.0f}" if "texts_per_s" in r else f"{r['seconds_per_request']:.2f} s/request"
+        lines.append(f"| {r['variant']} | {passes} | {speed} | {r.get('rewrite_s', '-')} |")
+    header = " | ".join(f"{r['variant']} {SHORT[lang]}" for r in report["results"] for lang in LANGUAGES)
+    lines += ["", "Genre hits in the top 10, per request:", "", f"| set | genre | {header} |", "| --- | --- |" + " --- |" * (2 * len(report["results"]))]
+    for name, requests in SETS.items():
+        for request in requests:
+            cells = [str(row["hits"]) for r in report["results"] for lang in LANGUAGES for row in r["requests"] if (row["set"], row["language"], row["genre"]) == (name, lang, request.genre)]
+            lines.append(f"| {name} | {request.genre} | " + " | ".join(cells) + " |")
+    overlap = report.get("neutral_overlap")
+    if overlap:
+        lines += ["", f"Requests that name no genre, items of the top {report['top_k']} the same with and without the pull:", "", "| request | same |", "| --- | --- |"]
+        lines += [f"| {query} | {same} |" for query, same in overlap.items()]
+        lines.append(f"| mean | {np.mean(list(overlap.values())):.1f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m llmrec.evaluation.multilingual", description=__doc__.split("\n")[0])
-    parser.add_argument("--encoders", default=",".join(ENCODERS), help=f"comma-separated, from {', '.join(ENCODERS)}")
+    choices = [*SERVED, *ENCODERS]
+    parser.add_argument("--variants", default=",".join(choices), help=f"comma-separated, from {', '.join(choices)}")
     parser.add_argument("--catalog", default="demo")
-    parser.add_argument("--json", action="store_true", help="the full report, with each request's top 3 movies")
+    parser.add_argument("--json", action="store_true", help="the full report, with each request's top 3")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.encoders.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(ENCODERS))
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(choices))
     if unknown:
-        parser.error(f"unknown encoders {unknown}; choose from {', '.join(ENCODERS)}")
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(choices)}")
     report = run(names, args.catalog)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else f"{markdown(report)}\n\n{report['seconds']:.0f} s")
 
