@@ -88,12 +88,14 @@ def llmrec_home() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_catalog(llmrec_home: Path):
-    from llmrec.data.catalog import catalog_dir, load_catalog
+    """The demo catalog prepared afresh each session (seconds), so a test home kept between runs
+    never serves data older than the code's (the shipped profiles change); indexes are keyed by
+    content and are rebuilt only when it changed."""
+    from llmrec.data.catalog import load_catalog
     from llmrec.data.datasets import prepare
 
-    if not (catalog_dir("demo") / "manifest.json").is_file():
-        prepare("demo")
-    return load_catalog("demo")
+    prepare("demo")
+    return load_catalog("demo")  # as every other reader sees it
 
 
 PACKAGED_LLM = "qwen2.5-coder-0.5b-instruct"
