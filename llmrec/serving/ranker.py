@@ -238,14 +238,15 @@ class Ranker:
             model = users.collab.get(scene)
             history = users.scene_history(scene, context)
             ids = retrieved.item_ids
-            # Only the candidates' scores: |history| x |candidates| weights read, not whole rows.
+            # EASE of the candidates alone (|history| x |candidates| weights); only the bridge reads the
+            # history's whole rows, the user's scores over the warm items it regresses on.
             zeros = np.zeros(len(ids), np.float32)
             scores = model.scores_of(history, ids) if model is not None and history else zeros
             engaged_history = users.scene_history(scene, context, engaged=True)
             engaged = model.scores_of(engaged_history, ids) if model is not None and engaged_history else zeros
             signals = self.signals.get(scene)
-            bridge = signals.bridge(ids, retrieved.vectors, lambda warm: model.scores_of(history, warm)) if signals and model is not None and history else zeros
             records = [users.items[i] for i in ids]
+            bridge = signals.bridge(records, retrieved.vectors, model.scores(engaged_history)) if signals and model is not None and engaged_history else zeros
             popularity = signals.popularity(records, retrieved.vectors, users.popularity.counts) if signals else zeros
             demographic = signals.demographic(ids, context.profile) if signals and context.profile else zeros
             pool = [
@@ -368,5 +369,5 @@ def fit_signals(catalog: Catalog, retriever: Retriever, users: Users) -> dict[st
         ids = [i for i in index.item_ids if i in users.items]
         records = [users.items[i] for i in ids]
         frame = by_scene.get(scene, interactions.iloc[:0])
-        out[scene] = SceneSignals.fit(records, index.vectors(ids), frame, users.profiles)
+        out[scene] = SceneSignals.fit(records, index.vectors(ids), frame, users.profiles, users.collab.get(scene))
     return out

@@ -4,8 +4,11 @@ Similarity and EASE alone leave a cold item (no interactions) with nothing but i
 give it a collaborative and a popularity estimate from the items it resembles, and give a user
 known only by a profile what people like them chose:
 
-* `bridge`: the user's EASE scores on the candidate's nearest warm items in the encoder's space,
-  similarity-weighted (a content-to-collaborative bridge);
+* `bridge`: the user's collaborative (EASE) scores over the scene's warm items, from every item
+  they interacted with (EASE's own input, which predicts better than liked items alone: see
+  docs/evaluation.md), regressed on those items' content (their vectors and attribute tokens,
+  ridge), evaluated at the candidate's content: a learned content-to-collaborative bridge that
+  scores a cold item by what its content says about the user's collaborative taste;
 * `popularity`: log(1 + interactions), and for an item with none, a ridge regression's estimate
   from its vector and attribute tokens, fitted on the scene's warm items;
 * `demographic`: the log-rate at which users sharing each of the profile's values chose the item.
@@ -16,16 +19,19 @@ so an item added over HTTP gets all three the moment it is indexed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.linalg import cho_factor, cho_solve
 
 from llmrec.data.items import ItemRecord
 from llmrec.data.text import attribute_tokens
+from llmrec.serving.collaborative import ItemItemModel
 
-BRIDGE_NEIGHBOURS = 50
+BRIDGE_ALPHA = 1.0  # the bridge regression's ridge, chosen on ml1m-cold-items validation (docs/evaluation.md)
+MAX_BRIDGE_ITEMS = 50_000  # the most interacted warm items the bridge regresses on: memory and per-request work stay bounded
 MIN_TOKEN_ITEMS = 5  # an attribute token seen on fewer items is noise to the popularity regression
 MAX_TOKENS = 2000
 MIN_GROUP_USERS = 20  # a profile value shared by fewer users gives no demographic rate
@@ -34,25 +40,21 @@ RIDGE_ALPHA = 10.0
 
 
 class SceneSignals:
-    """Bridge neighbours, content popularity and demographic rates of one scene."""
+    """The bridge regression, content popularity and demographic rates of one scene."""
 
     def __init__(
         self,
-        warm_ids: list[str],
-        warm_vectors: np.ndarray,
         vocabulary: dict[str, int],
         coefficients: np.ndarray | None,
         rates: dict[tuple[str, str], dict[str, float]],
         floors: dict[tuple[str, str], float],
+        bridge: Bridge | None = None,
     ) -> None:
-        self.warm_ids = warm_ids
-        self.warm_vectors = warm_vectors
         self.vocabulary = vocabulary
         self.coefficients = coefficients
         self.rates = rates
         self.floors = floors
-        self._warm_position = {item_id: p for p, item_id in enumerate(warm_ids)}
-        self._neighbours: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}  # item -> (vector hash, warm positions, weights)
+        self._bridge = bridge
 
     @classmethod
     def fit(
@@ -61,9 +63,10 @@ class SceneSignals:
         vectors: np.ndarray,
         interactions: pd.DataFrame,
         profiles: Mapping[str, Mapping[str, Any]],
+        collaborative: ItemItemModel | None = None,
     ) -> SceneSignals:
         """From the scene's items (with their index vectors, same order), its (user_id, item_id)
-        interactions and the users' profiles."""
+        interactions, the users' profiles and the scene's collaborative model."""
         counts = interactions["item_id"].value_counts()
         warm = np.array([counts.get(r.item_id, 0) > 0 for r in records], dtype=bool)
         vocabulary = _vocabulary(records)
@@ -74,40 +77,15 @@ class SceneSignals:
             x = features[warm].astype(np.float64)
             coefficients = np.linalg.solve(x.T @ x + RIDGE_ALPHA * np.eye(x.shape[1]), x.T @ target[warm]).astype(np.float32)
         rates, floors = _demographic_rates(interactions, profiles)
-        warm_ids = [r.item_id for r, w in zip(records, warm) if w]
-        return cls(warm_ids, np.ascontiguousarray(vectors[warm], dtype=np.float32), vocabulary, coefficients, rates, floors)
+        bridge = Bridge.fit(records, vectors, vocabulary, collaborative, counts) if collaborative is not None else None
+        return cls(vocabulary, coefficients, rates, floors, bridge)
 
-    def bridge(self, item_ids: Sequence[str], vectors: np.ndarray, scores_of: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
-        """Per candidate, the similarity-weighted mean of `scores_of` (the user's EASE scores) over
-        its nearest warm items, itself left out."""
-        out = np.zeros(len(item_ids), np.float32)
-        if not len(self.warm_ids) or not len(item_ids):
-            return out
-        neighbours = self._nearest(item_ids, vectors)
-        used = np.unique(np.concatenate([n for n, _ in neighbours]))
-        if not len(used):
-            return out
-        user = np.zeros(len(self.warm_ids), np.float32)
-        user[used] = np.maximum(scores_of([self.warm_ids[p] for p in used]), 0.0)
-        for row, (positions, weights) in enumerate(neighbours):
-            total = weights.sum()
-            if total > 0:
-                out[row] = float(user[positions] @ weights / total)
-        return out
-
-    def _nearest(self, item_ids: Sequence[str], vectors: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each item's nearest warm items (itself left out) and their positive similarities, cached until
-        its vector changes; the items not cached are found with one matrix product."""
-        fingerprints = [hash(np.asarray(v).tobytes()) for v in vectors]
-        missing = [row for row, (item_id, f) in enumerate(zip(item_ids, fingerprints)) if self._neighbours.get(item_id, (None,))[0] != f]
-        if missing:
-            similarity = np.asarray(vectors, np.float32)[missing] @ self.warm_vectors.T
-            n = min(BRIDGE_NEIGHBOURS + 1, similarity.shape[1])
-            tops = np.argpartition(-similarity, n - 1, axis=1)[:, :n]
-            for row, top, sims in zip(missing, tops, similarity):
-                top = top[top != self._warm_position.get(item_ids[row], -1)][:BRIDGE_NEIGHBOURS]
-                self._neighbours[item_ids[row]] = (fingerprints[row], top, np.maximum(sims[top], 0.0).astype(np.float32))
-        return [self._neighbours[item_id][1:] for item_id in item_ids]
+    def bridge(self, records: Sequence[ItemRecord], vectors: np.ndarray, user_scores: np.ndarray) -> np.ndarray:
+        """Per candidate, the user's collaborative score predicted from its content; `user_scores`
+        are the user's scores over every item of the collaborative model (`ItemItemModel.scores`)."""
+        if self._bridge is None or not len(records):
+            return np.zeros(len(records), np.float32)
+        return self._bridge.predict(_features(records, vectors, self.vocabulary), user_scores)
 
     def popularity(self, records: Sequence[ItemRecord], vectors: np.ndarray, counts: Mapping[str, int]) -> np.ndarray:
         """log(1 + interactions), or the content estimate for items with none (0 without a regression)."""
@@ -130,6 +108,38 @@ class SceneSignals:
                 floor = self.floors[group]
                 out += np.array([rates.get(i, floor) for i in item_ids], dtype=np.float32)
         return out
+
+
+class Bridge:
+    """Ridge regression of a user's collaborative scores over the warm items on those items' content.
+
+    Why: a cold item has no collaborative score, but its content ([vector, attribute tokens, 1])
+    resembles warm items whose scores the user has. Per request, β = (FᵀF + αI)⁻¹ Fᵀ s over the warm
+    items' features F and the user's scores s, and a candidate scores f·β: the Cholesky factor of
+    FᵀF + αI is computed once per scene, so a request costs one pass over F and a small solve."""
+
+    def __init__(self, positions: np.ndarray, features: np.ndarray, factor: tuple[np.ndarray, bool]) -> None:
+        self.positions = positions  # each warm item's column in the collaborative model
+        self.features = features
+        self.factor = factor
+
+    @classmethod
+    def fit(
+        cls, records: Sequence[ItemRecord], vectors: np.ndarray, vocabulary: Mapping[str, int], model: ItemItemModel, counts: Mapping[str, int]
+    ) -> Bridge | None:
+        rows = [(model.position[r.item_id], n) for n, r in enumerate(records) if r.item_id in model.position]
+        if len(rows) < 10:
+            return None
+        rows = sorted(rows, key=lambda row: -counts.get(records[row[1]].item_id, 0))[:MAX_BRIDGE_ITEMS]
+        positions, order = (np.asarray(part, dtype=np.int64) for part in zip(*rows))
+        features = _features([records[n] for n in order], np.asarray(vectors)[order], vocabulary)
+        gram = features.T.astype(np.float64) @ features.astype(np.float64)
+        factor = cho_factor(gram + BRIDGE_ALPHA * np.eye(features.shape[1]))
+        return cls(positions, features, factor)
+
+    def predict(self, candidates: np.ndarray, user_scores: np.ndarray) -> np.ndarray:
+        beta = cho_solve(self.factor, (self.features.T @ np.asarray(user_scores, np.float32)[self.positions]).astype(np.float64))
+        return (np.asarray(candidates, np.float64) @ beta).astype(np.float32)
 
 
 def _vocabulary(records: Sequence[ItemRecord]) -> dict[str, int]:
