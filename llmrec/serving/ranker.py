@@ -85,8 +85,7 @@ class Ranker:
         self.router = SceneRouter(texts, self.retriever.text_vectors("scenes", texts), config.router.default_scene)
         self.users = Users(config, catalog, store)
         self._pulls: dict[str, tuple[SceneFacts, CategoryPull]] = {}  # per scene, with the facts it was built from
-        self._category_vectors: dict[str, dict[str, np.ndarray]] = {}  # per scene: category text → vector
-        self._load_category_vectors()
+        self._load_category_pulls()
         self.signals = fit_signals(catalog, self.retriever, self.users)
         self.blend = Blend(config.rerank)
         self._blend_version: int | None = None
@@ -181,28 +180,27 @@ class Ranker:
             vector = self.category_pull(scene).pull(vector, understand.category_pull, understand.category_temperature)
         return understood, context, vector
 
-    def _load_category_vectors(self) -> None:
-        """Every scene's category texts embedded at start, from the cache beside the indexes when it has them."""
-        texts = {scene: category_texts(scene, self.users.facts(scene).categories) for scene in self.router.scenes}
-        flat = {f"{scene}/{key}": text for scene, by_key in texts.items() for key, text in by_key.items()}
-        vectors = dict(zip(flat.values(), self.retriever.text_vectors("categories", flat)))
-        self._category_vectors = {scene: {text: vectors[text] for text in by_key.values()} for scene, by_key in texts.items()}
+    def _load_category_pulls(self) -> None:
+        """Every scene's category values embedded at start, from the cache beside the indexes when it has them."""
+        facts = {scene: self.users.facts(scene) for scene in self.router.scenes}
+        keys = {scene: category_texts(scene, f.categories) for scene, f in facts.items()}
+        flat = {f"{scene}/{key}": text for scene, by_key in keys.items() for key, text in by_key.items()}
+        vectors = iter(self.retriever.text_vectors("categories", flat))
+        for scene, by_key in keys.items():
+            self._pulls[scene] = (facts[scene], CategoryPull(tuple(by_key), _stack([next(vectors) for _ in by_key])))
 
     def category_pull(self, scene: str) -> CategoryPull:
         """The scene's category values as vectors, as of its items now (read again when they change);
         a value first seen since start is embedded then."""
         facts = self.users.facts(scene)
-        held = self._pulls.get(scene)
-        if held is not None and held[0] is facts:
-            return held[1]
-        texts = category_texts(scene, facts.categories)
-        known = self._category_vectors.get(scene, {})
-        missing = [t for t in texts.values() if t not in known]
-        fresh = dict(zip(missing, self.retriever.encoder.encode(missing))) if missing else {}
-        current = {t: known[t] if t in known else fresh[t] for t in texts.values()}
-        self._category_vectors[scene] = current
-        vectors = np.array(list(current.values()), dtype=np.float32) if current else np.zeros((0, 0), dtype=np.float32)
-        pull = CategoryPull(tuple(texts), vectors)
+        held_facts, held = self._pulls.get(scene, (None, CategoryPull((), _stack([]))))
+        if held_facts is facts:
+            return held
+        known = dict(zip(held.keys, held.vectors))
+        keys = category_texts(scene, facts.categories)
+        missing = [key for key in keys if key not in known]
+        known.update(zip(missing, self.retriever.encoder.encode([keys[key] for key in missing]) if missing else []))
+        pull = CategoryPull(tuple(keys), _stack([known[key] for key in keys]))
         self._pulls[scene] = (facts, pull)
         return pull
 
@@ -357,6 +355,10 @@ def load_cross_encoder(config: PipelineConfig) -> CrossReranker | None:
     if not directory.is_dir():
         raise AssetError(f"rerank.cross_encoder {config.rerank.cross_encoder} is not a directory: give the output of `llmrec train reranker`")
     return CrossReranker(str(directory), device=config.rerank.cross_device)
+
+
+def _stack(vectors: list[np.ndarray]) -> np.ndarray:
+    return np.array(vectors, dtype=np.float32) if vectors else np.zeros((0, 0), dtype=np.float32)
 
 
 def fit_signals(catalog: Catalog, retriever: Retriever, users: Users) -> dict[str, SceneSignals]:
