@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reranker", type=Path, help="trained cross-encoder directory (llmrec train reranker): the model 'llmrec-rerank'")
     p.add_argument("--predictions", type=Path, help="write every ranked list as CSV: model,user_id,item_id,rank,score")
     p.add_argument("--output", type=Path, help="where the JSON result and PNG plot go (default LLMREC_HOME/eval)")
-    p.add_argument("--reduced", type=int, metavar="N", help="quick check: at most N evaluated users (rows for ml1m-scenes)")
+    p.add_argument("--reduced", type=int, metavar="N", help="quick check: at most N evaluated users")
     p.add_argument("--cases", type=Path, help="intent: labelled JSONL (default: the packaged llmrec/intent/cases.jsonl)")
     p.add_argument("--backend", choices=["none", "transformers", "vllm"], help="intent: parser backend (default: the config's intent.backend)")
     p.add_argument("--split", choices=["dev", "test", "all"], default="all", help="intent: the cases' split to evaluate")

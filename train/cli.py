@@ -69,12 +69,15 @@ def cmd_train_ranker(args: argparse.Namespace, config) -> None:
 
     catalog = load_catalog(config.catalog)
     output = Path(args.output) if args.output else llmrec_home() / "models" / f"ranker-{catalog.name}"
-    out = train_ranker(config, catalog, output, users=args.users, k=args.k, modes=args.modes.split(","))
+    out = train_ranker(config, catalog, output, users=args.users, k=args.k, modes=args.modes.split(","), context_attribute=args.context_attribute)
     default, trained = f"ndcg@{args.k} default", f"ndcg@{args.k} trained"
     lines = [f"trained the blend of {catalog.name} on {out['examples']} requests of held-out users", f"| scene | mode | requests | {default} | {trained} |", "|---|---|---|---|---|"]
     for scene, modes in out["check"].items():
         for mode, r in modes.items():
             lines.append(f"| {scene} | {mode} | {r['examples']} | {r[default]:.4f} | {'not fitted' if r[trained] is None else f'{r[trained]:.4f}'} |")
+    for scene, card in out["context_models"].items():
+        contexts = ", ".join(card["contexts"])
+        lines.append(f"context model of {scene}: contexts {contexts}; validation AUC {card['validation_auc']:.4f} after {card['epochs']} epochs on {card['rows']} rated rows")
     if out["kept_defaults"]:
         lines.append("served with the configured defaults (not asked for, or the trained weights lost on the checked half): " + ", ".join(out["kept_defaults"]))
     lines += [f"(half of the held-out users fit, the other half checked; the saved model is fitted on all) → {out['output']}", f"serve it: --set rerank.model={out['output']}"]
@@ -167,6 +170,9 @@ def add_commands(
     p.add_argument("--k", type=int, default=10, help="NDCG@k is what the weights maximise")
     p.add_argument("--modes", default="history,few,profile", help="request modes whose trained weights are served (the others keep the configured weights)")
     p.add_argument("--output", help="model directory to write (default LLMREC_HOME/models/ranker-CATALOG)")
+    p.add_argument(
+        "--context-attribute", help="also train each scene's context model, the contexts being this user profile attribute's values (e.g. age); requests name one in `context`"
+    )
     p.set_defaults(func=lambda a: cmd_train_ranker(a, config_of(a)))
 
     p = train.add_parser("compare", parents=[common], help="Recall@20/NDCG@20 of encoders on cold items, users served from text (no Ray)")

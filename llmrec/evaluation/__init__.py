@@ -17,12 +17,12 @@ PROTOCOLS = (*RANKING_PROTOCOLS, "ml1m-scenes")
 def run_protocol(
     protocol: str, models: list[str], encoder_dir: str | None = None, reduced: int | None = None, reranker_dir: str | None = None
 ) -> Run:
-    """One protocol over the named models. `reduced` caps the evaluated users (rows for
-    ml1m-scenes) for a quick check; None runs the protocol exactly."""
+    """One protocol over the named models. `reduced` caps the evaluated users for a quick check;
+    None runs the protocol exactly."""
     if protocol == "ml1m-scenes":
         from llmrec.evaluation.scenes import run_scenes
 
-        return run_scenes(models, max_rows=reduced)
+        return run_scenes(models, max_users=reduced)
     if protocol not in RANKING_PROTOCOLS:
         raise LLMRecError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     check_names(models, encoder_dir, reranker_dir)

@@ -1,22 +1,28 @@
-"""`ml1m-scenes`: the Scenario-Wise Rec MovieLens split, and the pointwise reranker it compares.
+"""`ml1m-scenes`: the Scenario-Wise Rec MovieLens split, the served recommender, and baselines.
 
 Scenes are user age groups (MovieLens codes {1, 18}, {25}, {35, 45, 50, 56}); a rating above 3 is
-a positive; the rows are split 80/10/10 at random (seed 42). The reranker is a logistic model over
-one-hot features (user, item, gender x genre, occupation x genre). Three ways to use the scenes:
+a positive; the rows are split 80/10/10 at random (seed 42).
 
-* `shared`: one model on every scene, scene-aware (scene, scene x item and scene x genre features
-  on top of the shared ones): every scene learns from all data, and from its own;
-* `per-scene`: one model per scene, trained on that scene's rows alone;
-* `blind`: one model on every scene without any scene feature.
+`llmrec` is the served recommender with each scene as the request's `context`: a `Recommender`
+(the in-process form of the Serve app) started on the training rows, its context model
+(llmrec/serving/context.py) trained on them with the scenes as contexts, its blend fitted on the
+validation users; each test user is one request whose shortlist is their test items. AUC and
+logloss read the answer's `like_probability`, NDCG@10 the answer's order.
 
-`llmrec` is the shared scene-aware model, the one the pipeline would serve.
+Baselines: a logistic model over one-hot features (user, item, gender x genre, occupation x genre)
+used three ways: `shared`, one scene-aware model on every scene (scene, scene x item and scene x
+genre features on top); `per-scene`, one model per scene on that scene's rows alone; `blind`, one
+model without any scene feature. `context-per-scene` is the served context model trained per
+scene on that scene's rows alone (what sharing across scenes is measured against).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,9 +32,16 @@ from llmrec.data.catalog import Catalog, load_catalog
 from llmrec.errors import LLMRecError
 from llmrec.evaluation import metrics
 from llmrec.evaluation.runner import Run
+from llmrec.evaluation.served import served_config
+from llmrec.serving.blend import TrainedBlend
+from llmrec.serving.context import ContextModel, category_values
+from llmrec.serving.recommender import Recommender
+from llmrec.serving.schemas import RecommendRequest
+from llmrec.training.context import fit_context_model
+from llmrec.training.ranker import collect, fit_blend
 
 SCENES = {"under-25": ("under 18", "18-24"), "25-34": ("25-34",), "35+": ("35-44", "45-49", "50-55", "56+")}
-SCENE_MODELS = ("random", "popularity", "blind", "per-scene", "shared", "llmrec")
+SCENE_MODELS = ("random", "popularity", "blind", "per-scene", "shared", "context-per-scene", "llmrec")
 C_GRID = (0.1, 0.3, 1.0)
 
 
@@ -42,9 +55,9 @@ class SceneSplit:
     catalog: Catalog
 
 
-def ml1m_scenes_split(max_rows: int | None = None, catalog: Catalog | None = None) -> SceneSplit:
-    """Scenes by age group, label rating > 3, random 80/10/10 (seed 42). `max_rows` keeps a random
-    subset first (the reduced CI version)."""
+def ml1m_scenes_split(max_users: int | None = None, catalog: Catalog | None = None) -> SceneSplit:
+    """Scenes by age group, label rating > 3, random 80/10/10 (seed 42). `max_users` keeps the rows
+    of that many users drawn at random first (the reduced CI version)."""
     catalog = catalog or load_catalog("movielens-1m")
     ages = {u: json.loads(a).get("age") for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
     scene_of_age = {age: scene for scene, group in SCENES.items() for age in group}
@@ -52,9 +65,11 @@ def ml1m_scenes_split(max_rows: int | None = None, catalog: Catalog | None = Non
         label=(catalog.interactions["rating"] > 3).astype(np.int8),
         scene=catalog.interactions["user_id"].map(ages).map(scene_of_age),
     )
+    if max_users is not None:
+        users = np.sort(rows["user_id"].unique())
+        kept = np.random.default_rng(42).choice(users, size=min(max_users, len(users)), replace=False)
+        rows = rows[rows["user_id"].isin(set(kept))]
     rows = rows.sample(frac=1.0, random_state=42).reset_index(drop=True)
-    if max_rows is not None:
-        rows = rows.iloc[:max_rows]
     n_train, n_valid = int(len(rows) * 0.8), int(len(rows) * 0.1)
     return SceneSplit(rows.iloc[:n_train], rows.iloc[n_train : n_train + n_valid], rows.iloc[n_train + n_valid :], catalog)
 
@@ -131,7 +146,15 @@ def predict(name: str, split: SceneSplit, features: Features) -> tuple[np.ndarra
         stats = train.groupby("item_id")["label"].agg(["sum", "count"])
         rate = (stats["sum"] + 10 * prior) / (stats["count"] + 10)
         return test["item_id"].map(rate).fillna(prior).to_numpy(), {}
-    if name in ("blind", "shared", "llmrec"):
+    if name == "context-per-scene":
+        out, chosen = np.zeros(len(test)), {}
+        for scene in SCENES:
+            tr, va, te = (f[f["scene"] == scene].assign(context=None) for f in (train, valid, test))
+            model = fit_context_model(tr, va, profiles(split.catalog), item_categories(split.catalog))
+            out[(test["scene"] == scene).to_numpy()] = _context_scores(model, te, split.catalog)
+            chosen[scene] = {"epochs": model.card["epochs"], "validation auc": model.card["validation_auc"]}
+        return out, chosen
+    if name in ("blind", "shared"):
         aware = name != "blind"
         value, c, model = _logistic(
             features.matrix(train, aware), train["label"].to_numpy(), features.matrix(valid, aware), valid["label"].to_numpy()
@@ -148,16 +171,79 @@ def predict(name: str, split: SceneSplit, features: Features) -> tuple[np.ndarra
     return out, chosen
 
 
-def scene_metrics(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
-    """AUC and logloss overall and per scene; per scene also NDCG@10 of each user's test rows ranked
-    by score (positives relevant; users without a positive test row are left out, as MSR does)."""
+def profiles(catalog: Catalog) -> dict[str, dict]:
+    return {u: json.loads(a) for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
+
+
+def item_categories(catalog: Catalog) -> dict[str, list[str]]:
+    return {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
+
+
+def _context_scores(model: ContextModel, rows: pd.DataFrame, catalog: Catalog) -> np.ndarray:
+    """The context model's probability for each row (user, item, context), one user at a time as serving asks."""
+    users, categories = profiles(catalog), item_categories(catalog)
+    out = pd.Series(0.0, index=rows.index)
+    for (user, context), group in rows.groupby(["user_id", "context"], dropna=False, sort=False):
+        items = group["item_id"].tolist()
+        out[group.index] = model.probabilities(user, users.get(user, {}), items, [categories[i] for i in items], context if isinstance(context, str) else None)
+    return out.to_numpy()
+
+
+def served(split: SceneSplit, k: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The served recommender's test answers: each row's like probability and its rank score (see the module docstring)."""
+    catalog = split.catalog
+    scene = catalog.scenes["scene"].tolist()[0]
+    columns = ["user_id", "item_id", "rating", "timestamp"]
+    train, valid, test = (f.rename(columns={"scene": "context"}) for f in (split.train, split.valid, split.test))
+    model = fit_context_model(train, valid, profiles(catalog), item_categories(catalog))
+    widest = int(max(valid.groupby("user_id").size().max(), test.groupby("user_id").size().max()))
+    with tempfile.TemporaryDirectory(prefix="llmrec-eval-") as state:
+        served_catalog = Catalog(f"eval-{catalog.name}-scenes", catalog.scenes, catalog.items, catalog.users, split.train[columns], catalog.kg)
+        served_catalog.save(Path(state) / "catalog")
+        recommender = Recommender(served_config(Path(state) / "catalog", Path(state), widest, None, None), served_catalog)
+        recommender.ranker.blend.trained = TrainedBlend({}, {}, {scene: model})
+
+        def requests(rows: pd.DataFrame, size: int | None) -> tuple[list[RecommendRequest], list[pd.DataFrame]]:
+            groups = [g for _, g in rows.groupby("user_id", sort=True)]
+            made = [
+                RecommendRequest(user_id=g["user_id"].iat[0], scene=scene, context=g["context"].iat[0], k=size or len(g), filters={"item_ids": g["item_id"].tolist()})
+                for g in groups
+            ]
+            return made, groups
+
+        asked, groups = requests(valid, k)
+        examples = collect(recommender, asked, [set(g.loc[g["label"] == 1, "item_id"]) for g in groups])
+        trained = fit_blend(examples, k, {"tuned_on": "ml1m-scenes validation"})
+        trained.contexts = {scene: model}
+        recommender.ranker.blend.trained = trained
+        probability, order = pd.Series(np.nan, index=test.index), pd.Series(np.nan, index=test.index)
+        asked, groups = requests(test, None)
+        for request, group in zip(asked, groups):
+            answer = recommender.recommend(request)
+            rows = dict(zip(group["item_id"], group.index))
+            for rank, item in enumerate(answer.items):
+                probability[rows[item.item_id]] = item.like_probability
+                order[rows[item.item_id]] = len(answer.items) - rank
+    chosen = {
+        "context model": model.card,
+        "blend": {mode: {**w.signals, "mmr_lambda": w.mmr_lambda} for mode, w in trained.scenes.get(scene, {}).items()},
+        "unanswered test rows": int(probability.isna().sum()),
+    }
+    return probability.fillna(0.0).to_numpy(), order.fillna(0.0).to_numpy(), chosen
+
+
+def scene_metrics(test: pd.DataFrame, scores: np.ndarray, ranking: np.ndarray | None = None) -> dict[str, float]:
+    """AUC and logloss of `scores` overall and per scene; per scene also NDCG@10 of each user's test
+    rows ranked by `ranking` (default `scores`; positives relevant; users without a positive test row
+    are left out, as MSR does)."""
+    ranking = scores if ranking is None else ranking
     labels = test["label"].to_numpy()
     out = {"auc": metrics.auc(labels, scores), "logloss": metrics.logloss(labels, scores)}
     for scene in SCENES:
         mask = (test["scene"] == scene).to_numpy()
         out[f"auc ({scene})"] = metrics.auc(labels[mask], scores[mask])
         out[f"logloss ({scene})"] = metrics.logloss(labels[mask], scores[mask])
-        ranked, relevant = _user_rankings(test[mask], scores[mask])
+        ranked, relevant = _user_rankings(test[mask], ranking[mask])
         out[f"ndcg@10 ({scene})"] = metrics.ndcg_at_k(ranked, relevant, 10)
     return out
 
@@ -174,20 +260,23 @@ def _user_rankings(rows: pd.DataFrame, scores: np.ndarray) -> tuple[dict[str, li
     return ranked, relevant
 
 
-def run_scenes(names: list[str], max_rows: int | None = None, catalog: Catalog | None = None) -> Run:
+def run_scenes(names: list[str], max_users: int | None = None, catalog: Catalog | None = None) -> Run:
     """Every named model on the ml1m-scenes split; predictions are each user's test rows ranked."""
     unknown = [n for n in names if n not in SCENE_MODELS]
     if unknown:
         raise LLMRecError(f"unknown model {unknown[0]!r} for ml1m-scenes; choose from {', '.join(SCENE_MODELS)}")
-    split = ml1m_scenes_split(max_rows, catalog)
+    split = ml1m_scenes_split(max_users, catalog)
     features = Features(split.catalog)
     run = Run("ml1m-scenes")
     for name in names:
         started = time.perf_counter()
-        scores, chosen = predict(name, split, features)
-        run.results[name] = scene_metrics(split.test, scores)
+        if name == "llmrec":
+            scores, ranking, chosen = served(split)
+        else:
+            (scores, chosen), ranking = predict(name, split, features), None
+        run.results[name] = scene_metrics(split.test, scores, ranking)
         run.details[name] = {"params": chosen, "seconds": round(time.perf_counter() - started, 1)}
-        ordered = _by_user(split.test, scores)
+        ordered = _by_user(split.test, scores if ranking is None else ranking)
         ranks = ordered.groupby("user_id").cumcount() + 1
         run.predictions += [
             (name, u, i, int(r), float(s)) for u, i, r, s in zip(ordered["user_id"], ordered["item_id"], ranks, ordered["score"])

@@ -6,6 +6,8 @@ scene and per kind of request (`mode`): weights learned from the scene's own int
 (`rerank.model`), else the configured defaults (similarity, EASE and popularity). A trained
 cross-encoder, when configured, then reorders the head of that ranking (`cross_encoder.rescore_head`).
 MMR finally trades a little score for variety, using the item vectors the retriever already holds.
+A scene's trained artifact may also hold a context model (llmrec/serving/context.py): its
+probability of a like, in the context the request names, is one more signal.
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 
 from llmrec.config import RerankConfig
 from llmrec.errors import AssetError
+from llmrec.serving.context import ContextModel
 from llmrec.serving.cross_encoder import _minmax, rescore_head
 
 CrossScores = Callable[[Sequence[str]], np.ndarray]  # item ids → cross-encoder scores for this request
-SIGNALS = ("semantic", "lexical", "collaborative", "engaged", "bridge", "popularity", "demographic")
+SIGNALS = ("semantic", "lexical", "collaborative", "engaged", "bridge", "popularity", "demographic", "like_probability")
 MODES = ("query", "history", "few", "profile")
 FEW_HISTORY = 5  # a user with at most this many liked items in the scene is ranked as "few"
 MODEL_FILE = "ranker.json"
 MODEL_FORMAT = 1
+CONTEXT_PREFIX = "context-"
 
 
 def request_mode(has_query: bool, scene_history: int) -> str:
@@ -52,6 +57,7 @@ class Candidate:
     bridge: float = 0.0
     popularity: float = 0.0
     demographic: float = 0.0
+    like_probability: float = 0.0  # the scene's context model, in the request's context (llmrec/serving/context.py)
     score: float = 0.0
 
     def signals(self) -> list[float]:
@@ -69,14 +75,19 @@ class Weights:
 
 @dataclass
 class TrainedBlend:
-    """The artifact of `llmrec train ranker`: per scene and mode, learned weights and their validation scores."""
+    """The artifact of `llmrec train ranker`: per scene and mode, learned weights and their validation
+    scores; and per scene, when trained, the context model (`context-SCENE.json` and `.npz` beside it)."""
 
     scenes: dict[str, dict[str, Weights]]
     card: dict[str, Any] = field(default_factory=dict)
+    contexts: dict[str, ContextModel] = field(default_factory=dict)
 
     def save(self, directory: Path) -> Path:
-        """Written to a temporary file and renamed: a replica reading it sees the old model or the new one."""
+        """Each file written to a temporary file and renamed, the context models first: a replica that
+        sees the new ranker.json finds the context models that go with it."""
         directory.mkdir(parents=True, exist_ok=True)
+        for scene, model in self.contexts.items():
+            model.save(directory / f"{CONTEXT_PREFIX}{quote(scene, safe='')}")
         body = {
             "format": MODEL_FORMAT,
             "scenes": {s: {m: {"weights": w.signals, "mmr_lambda": w.mmr_lambda} for m, w in modes.items()} for s, modes in self.scenes.items()},
@@ -99,7 +110,11 @@ class TrainedBlend:
             scene: {mode: Weights({s: float(v) for s, v in w["weights"].items() if s in SIGNALS}, float(w["mmr_lambda"]), True) for mode, w in modes.items()}
             for scene, modes in body["scenes"].items()
         }
-        return cls(scenes, body.get("card", {}))
+        contexts = {
+            unquote(path.name[len(CONTEXT_PREFIX) : -len(".json")]): ContextModel.load(path.with_name(path.name[: -len(".json")]))
+            for path in sorted(directory.glob(f"{CONTEXT_PREFIX}*.json"))
+        }
+        return cls(scenes, body.get("card", {}), contexts)
 
 
 class Blend:
@@ -112,6 +127,9 @@ class Blend:
         signal's weight counting only when the request has it: text, history)."""
         found = self.trained.scenes.get(scene, {}).get(mode) if self.trained is not None else None
         return found if found is not None else self.defaults(has_text, has_history)
+
+    def context_model(self, scene: str) -> ContextModel | None:
+        return self.trained.contexts.get(scene) if self.trained is not None else None
 
     def defaults(self, has_text: bool, has_history: bool) -> Weights:
         """The configured weights, each counting only when the request has its signal."""

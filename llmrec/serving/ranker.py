@@ -27,6 +27,7 @@ from llmrec.intent.rules import without_exclusions
 from llmrec.intent.schema import Intent
 from llmrec.serving.blend import MODEL_FILE, Blend, Candidate, CrossScores, TrainedBlend, request_mode
 from llmrec.serving.budget import Observer, RequestClock
+from llmrec.serving.context import category_values
 from llmrec.serving.cross_encoder import CrossReranker
 from llmrec.serving.encoder import Encoder
 from llmrec.serving.retriever import Retrieved, Retriever
@@ -247,9 +248,23 @@ class Ranker:
             bridge = signals.bridge(records, retrieved.vectors, model.scores(engaged_history)) if signals and model is not None and engaged_history else zeros
             popularity = signals.popularity(records, retrieved.vectors, users.popularity.counts) if signals else zeros
             demographic = signals.demographic(ids, context.profile) if signals and context.profile else zeros
+            liking = self.blend.context_model(scene)
+            like = (
+                liking.probabilities(request.user_id, context.profile, ids, [category_values(r.attributes) for r in records], request.context)
+                if liking is not None
+                else zeros
+            )
             pool = [
                 Candidate(
-                    item_id, float(retrieved.semantic[n]), float(retrieved.lexical[n]), float(scores[n]), float(engaged[n]), float(bridge[n]), float(popularity[n]), float(demographic[n])
+                    item_id,
+                    float(retrieved.semantic[n]),
+                    float(retrieved.lexical[n]),
+                    float(scores[n]),
+                    float(engaged[n]),
+                    float(bridge[n]),
+                    float(popularity[n]),
+                    float(demographic[n]),
+                    float(like[n]),
                 )
                 for n, item_id in enumerate(ids)
             ]
@@ -285,7 +300,18 @@ class Ranker:
             reasons.append(f"new in {scene_name}")
         elif users.popularity.prior(c.item_id) >= 0.8:
             reasons.append(f"popular in {scene_name}")
-        return RecommendedItem(item_id=c.item_id, title=record.title, scene=scene, score=round(c.score, 4), reasons=reasons, attributes=record.attributes)
+        liking = self.blend.context_model(scene)
+        if liking is not None and liking.knows(request.context):
+            reasons.append(f"liked in {request.context} (probability {c.like_probability:.2f})")
+        return RecommendedItem(
+            item_id=c.item_id,
+            title=record.title,
+            scene=scene,
+            score=round(c.score, 4),
+            reasons=reasons,
+            attributes=record.attributes,
+            like_probability=round(c.like_probability, 6) if liking is not None else None,
+        )
 
     # ---- writes and listings --------------------------------------------------------------
     def sync(self) -> int:

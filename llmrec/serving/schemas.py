@@ -167,6 +167,11 @@ class RecommendRequest(_Model):
     user_id: UserId | None = None
     query: str | None = Field(None, max_length=MAX_QUERY_CHARS)
     scene: SceneName | None = None
+    context: SceneName | None = Field(
+        None,
+        description="Where the request comes from (an app surface, an audience, e.g. an age group): a scene whose context model was trained "
+        "with it ranks with that context's own parts; any other context, or none, with the parts every context shares.",
+    )
     history: list[ItemId] = Field(default_factory=list, max_length=MAX_HISTORY, description="Item ids the user liked.")
     profile: dict[Key, Scalar] = Field(default_factory=dict, description=f"At most {MAX_PROFILE} entries.")
     k: int | None = Field(None, ge=1, description="Defaults to the configured default_k; at most max_k.")
@@ -310,6 +315,7 @@ class RecommendedItem(BaseModel):
     score: float
     reasons: list[str]
     attributes: dict[str, Any] = Field(default_factory=dict)
+    like_probability: float | None = Field(None, description="The scene's context model's probability that the user likes the item, in the request's context; null when the scene has none.")
 
 
 class RecommendResponse(BaseModel):

@@ -25,8 +25,10 @@ import pandas as pd
 from llmrec.config import PipelineConfig
 from llmrec.data.catalog import Catalog
 from llmrec.serving.blend import SIGNALS, TrainedBlend, Weights, blend_table, mmr
+from llmrec.serving.context import ContextModel, category_values
 from llmrec.serving.recommender import Recommender
 from llmrec.serving.schemas import RecommendRequest
+from llmrec.training.context import fit_context_model
 
 STEPS = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 MMR_LAMBDAS = (1.0, 0.95, 0.9, 0.85)
@@ -200,16 +202,53 @@ def _by_group(examples: Sequence[Example]) -> dict[tuple[str, str], list[Example
     return dict(sorted(groups.items()))
 
 
-def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: int = 1000, k: int = 10, modes: Sequence[str] = ("history", "few", "profile")) -> dict[str, Any]:
+def train_contexts(kept: pd.DataFrame, catalog: Catalog, attribute: str, positive_rating: float, min_rows: int = 1000) -> dict[str, ContextModel]:
+    """Per scene, a context model on the scene's rated interactions (a like: rating ≥ `positive_rating`),
+    each in the context of its user's profile `attribute` (e.g. age group), 10% held out to stop on.
+    Scenes with fewer than `min_rows` rated interactions, or only one kind of label, get none."""
+    profiles = {u: json.loads(a) for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
+    categories = {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
+    rows = kept.dropna(subset=["rating"]).merge(catalog.items[["item_id", "scene"]], on="item_id")
+    rows = rows.assign(label=(rows["rating"] >= positive_rating).astype(np.int8), context=rows["user_id"].map(lambda u: _context_of(profiles.get(u, {}), attribute)))
+    models = {}
+    for scene, group in rows.groupby("scene"):
+        if len(group) < min_rows or group["label"].nunique() < 2:
+            continue
+        shuffled = group.sample(frac=1.0, random_state=0)
+        cut = int(len(shuffled) * 0.9)
+        models[scene] = fit_context_model(shuffled.iloc[:cut], shuffled.iloc[cut:], profiles, categories)
+        models[scene].card |= {"context_attribute": attribute, "contexts": models[scene].contexts.names}
+    return models
+
+
+def _context_of(profile: dict[str, Any], attribute: str) -> str | None:
+    value = profile.get(attribute)
+    return None if value is None else str(value)
+
+
+def train_ranker(
+    config: PipelineConfig,
+    catalog: Catalog,
+    output: Path,
+    users: int = 1000,
+    k: int = 10,
+    modes: Sequence[str] = ("history", "few", "profile"),
+    context_attribute: str | None = None,
+) -> dict[str, Any]:
     """Hold out `users` users' last interactions and serve the rest; fit the blend on half of the
     held-out users and compare NDCG@k of the default and the trained weights on the other half; then
     save the blend fitted on all of them to `output` (ranker.json, its card included), except for the
     modes where the trained weights lost that comparison and those not in `modes`: they keep the
-    configured defaults."""
+    configured defaults. With `context_attribute`, each scene's context model is trained first (the
+    contexts: that profile attribute's values) and is one of the signals the blend is fitted on, each
+    training request in its user's context."""
     kept, targets = holdout(catalog.interactions, users)
     scene_of = dict(zip(catalog.items["item_id"], catalog.items["scene"]))
     profiles = {u: {key: v for key, v in json.loads(a).items() if key != "zip_code"} for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
     requests, wanted, owners = training_requests(kept, targets, profiles, scene_of)
+    contexts = train_contexts(kept, catalog, context_attribute, config.rerank.positive_rating) if context_attribute else {}
+    if context_attribute:
+        requests = [r.model_copy(update={"context": _context_of(profiles.get(owner, {}), context_attribute)}) for r, owner in zip(requests, owners)]
     served = Catalog(catalog.name, catalog.scenes, catalog.items, catalog.users, kept, catalog.kg)
     with tempfile.TemporaryDirectory(prefix="llmrec-ranker-") as state:
         local = config.model_copy(deep=True)
@@ -217,6 +256,7 @@ def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: 
         local.rerank.model = None
         local.intent.backend = "none"  # the training requests carry no free text
         recommender = Recommender(local, served)
+        recommender.ranker.blend.trained = TrainedBlend({}, {}, contexts)
         examples = collect(recommender, requests, wanted)
     checked = set(sorted(set(owners))[1::2])
     probe = fit_blend([e for e in examples if owners[e.request] not in checked], k)
@@ -243,10 +283,19 @@ def train_ranker(config: PipelineConfig, catalog: Catalog, output: Path, users: 
         "k": k,
         "held_out_check": report,
         "kept_defaults": kept_defaults,
+        "context_models": {scene: m.card for scene, m in contexts.items()},
     }
     model = fit_blend(examples, k, card)
+    model.contexts = contexts
     for name in kept_defaults:  # weights not asked for, or that lost to the defaults on the users they were not fitted on, are not served
         scene, mode = name.split("/")
         model.scenes.get(scene, {}).pop(mode, None)
     model.save(output)
-    return {"output": str(output), "examples": len(examples), "check": report, "fitted": model.card["fitted"], "kept_defaults": kept_defaults}
+    return {
+        "output": str(output),
+        "examples": len(examples),
+        "check": report,
+        "fitted": model.card["fitted"],
+        "kept_defaults": kept_defaults,
+        "context_models": card["context_models"],
+    }

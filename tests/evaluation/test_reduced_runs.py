@@ -77,10 +77,11 @@ def test_cold_item_split_keeps_cold_items_out_of_training(movielens):
     assert len(cold) == round(0.2 * 3706)  # 20% of the 3,706 rated movies
 
 
-def test_cli_eval_scenes_reduced_writes_table_json_plot_and_predictions(movielens, tmp_path, capsys):
+def test_cli_eval_scenes_reduced_served_in_context_beats_popularity_and_writes_table_json_plot_and_predictions(movielens, tmp_path, capsys):
+    """`llmrec` is the served recommender, each test user one request in their age group's context."""
     predictions = tmp_path / "predictions.csv"
     code = main(
-        ["eval", "ml1m-scenes", "--models", "random,popularity,shared", "--reduced", "60000", "--json",
+        ["eval", "ml1m-scenes", "--models", "random,popularity,shared,llmrec", "--reduced", "400", "--json",
          "--output", str(tmp_path), "--predictions", str(predictions)]
     )
     assert code == 0
@@ -89,13 +90,16 @@ def test_cli_eval_scenes_reduced_writes_table_json_plot_and_predictions(movielen
     assert printed["protocol"] == saved["protocol"] == "ml1m-scenes"
     auc = {model: metrics["auc"] for model, metrics in saved["results"].items()}
     assert auc["random"] < 0.55 < auc["popularity"] < auc["shared"]
+    assert auc["popularity"] + 0.03 < auc["llmrec"]
+    served = saved["details"]["llmrec"]["params"]
+    assert served["unanswered test rows"] == 0 and served["context model"]["validation_auc"] > 0.7
     for scene in ("under-25", "25-34", "35+"):
-        assert 0 < saved["results"]["shared"][f"ndcg@10 ({scene})"] <= 1
+        assert 0 < saved["results"]["llmrec"][f"ndcg@10 ({scene})"] <= 1
     assert (tmp_path / "ml1m-scenes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with predictions.open() as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["model", "user_id", "item_id", "rank", "score"]
-    assert {r["model"] for r in rows} == {"random", "popularity", "shared"}
+    assert {r["model"] for r in rows} == {"random", "popularity", "shared", "llmrec"}
     assert rows[0]["rank"] == "1" and "(" in rows[0]["item_id"]  # original 'Title (Year)' ids
 
 

@@ -60,6 +60,7 @@ def test_ids_with_control_characters_or_lone_surrogates_are_rejected(bad):  # py
         (EventIn, {"user_id": "u1", "item_id": bad}, "item_id"),
         (ItemIn, {"item_id": bad, "scene": "movie", "title": "T"}, "item_id"),
         (RecommendRequest, {"user_id": bad}, "user_id"),
+        (RecommendRequest, {"user_id": "u1", "context": bad}, "context"),
         (RecommendRequest, {"query": "x", "history": [bad]}, "history.0"),
         (RecommendRequest, {"query": "x", "filters": {"exclude_item_ids": [bad]}}, "filters.exclude_item_ids.0"),
     ]:
@@ -129,6 +130,7 @@ def http_app() -> TestClient:
         ("/v1/events", {"user_id": "u\x001", "item_id": "m1"}, "body: user_id: "),
         ("/v1/events", {"events": [{"user_id": "u1", "item_id": "m1", "kind": "rating", "value": math.nan}]}, "body: events.0.value: "),
         ("/v1/items", {"item_id": "a\x00", "scene": "movie", "title": "T"}, "body: item_id: "),
+        ("/v1/recommend", {"user_id": "u1", "context": "x" * 1000}, "body.context: "),
         ("/v1/recommend", {"query": "x", "filters": {"ranges": {"year": {"max": math.nan}}}}, "body.filters.ranges.year.max: "),
         ("/v1/recommend", {"query": "x", "filters": {"attributes": {"genres": [str(i) for i in range(20_000)]}}}, "body.filters.attributes: "),
     ],

@@ -69,8 +69,10 @@ def test_fitted_weights_never_lose_to_the_best_single_signal_and_serve_in_the_fi
 
 def test_train_ranker_serves_trained_weights_only_where_they_beat_the_defaults_on_unseen_users(demo_catalog, encoder, tmp_path):
     config = load_config("local")
-    out = train_ranker(config, demo_catalog, tmp_path / "ranker", users=60, k=10)
+    out = train_ranker(config, demo_catalog, tmp_path / "ranker", users=60, k=10, context_attribute="age")
     model = TrainedBlend.load(tmp_path / "ranker")
+    assert set(model.contexts) == {"movie"} == set(out["context_models"])  # music and grocery have no ratings to learn from
+    assert "25-34" in model.contexts["movie"].contexts.names and model.card["context_models"]["movie"]["validation_auc"] > 0.7
     assert model.card["catalog"] == demo_catalog.name and model.card["held_out_users"] == 60
     check = out["check"]["movie"]
     assert set(check) == {"history", "few", "profile"}
