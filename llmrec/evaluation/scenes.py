@@ -34,10 +34,10 @@ from llmrec.evaluation import metrics
 from llmrec.evaluation.runner import Run
 from llmrec.evaluation.served import served_config
 from llmrec.serving.blend import TrainedBlend
-from llmrec.serving.context import ContextModel, category_values
+from llmrec.serving.context import ContextModel
 from llmrec.serving.recommender import Recommender
 from llmrec.serving.schemas import RecommendRequest
-from llmrec.training.context import fit_context_model
+from llmrec.training.context import catalog_categories, catalog_profiles, fit_context_model
 from llmrec.training.ranker import collect, fit_blend
 
 SCENES = {"under-25": ("under 18", "18-24"), "25-34": ("25-34",), "35+": ("35-44", "45-49", "50-55", "56+")}
@@ -150,7 +150,7 @@ def predict(name: str, split: SceneSplit, features: Features) -> tuple[np.ndarra
         out, chosen = np.zeros(len(test)), {}
         for scene in SCENES:
             tr, va, te = (f[f["scene"] == scene].assign(context=None) for f in (train, valid, test))
-            model = fit_context_model(tr, va, profiles(split.catalog), item_categories(split.catalog))
+            model = fit_context_model(tr, va, catalog_profiles(split.catalog), catalog_categories(split.catalog))
             out[(test["scene"] == scene).to_numpy()] = _context_scores(model, te, split.catalog)
             chosen[scene] = {"epochs": model.card["epochs"], "validation auc": model.card["validation_auc"]}
         return out, chosen
@@ -171,17 +171,9 @@ def predict(name: str, split: SceneSplit, features: Features) -> tuple[np.ndarra
     return out, chosen
 
 
-def profiles(catalog: Catalog) -> dict[str, dict]:
-    return {u: json.loads(a) for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
-
-
-def item_categories(catalog: Catalog) -> dict[str, list[str]]:
-    return {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
-
-
 def _context_scores(model: ContextModel, rows: pd.DataFrame, catalog: Catalog) -> np.ndarray:
     """The context model's probability for each row (user, item, context), one user at a time as serving asks."""
-    users, categories = profiles(catalog), item_categories(catalog)
+    users, categories = catalog_profiles(catalog), catalog_categories(catalog)
     out = pd.Series(0.0, index=rows.index)
     for (user, context), group in rows.groupby(["user_id", "context"], dropna=False, sort=False):
         items = group["item_id"].tolist()
@@ -195,7 +187,7 @@ def served(split: SceneSplit, k: int = 10) -> tuple[np.ndarray, np.ndarray, dict
     scene = catalog.scenes["scene"].tolist()[0]
     columns = ["user_id", "item_id", "rating", "timestamp"]
     train, valid, test = (f.rename(columns={"scene": "context"}) for f in (split.train, split.valid, split.test))
-    model = fit_context_model(train, valid, profiles(catalog), item_categories(catalog))
+    model = fit_context_model(train, valid, catalog_profiles(catalog), catalog_categories(catalog))
     widest = int(max(valid.groupby("user_id").size().max(), test.groupby("user_id").size().max()))
     with tempfile.TemporaryDirectory(prefix="llmrec-eval-") as state:
         served_catalog = Catalog(f"eval-{catalog.name}-scenes", catalog.scenes, catalog.items, catalog.users, split.train[columns], catalog.kg)

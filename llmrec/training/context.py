@@ -8,6 +8,7 @@ learned arrays are exported to numpy, which is all that serving reads.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,13 +17,25 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from llmrec.serving.context import MAX_PROFILE_VALUES, ContextModel, Vocabulary, profile_values
+from llmrec.data.catalog import Catalog
+from llmrec.serving.context import MAX_PROFILE_VALUES, ContextModel, Vocabulary, category_values, profile_values
+from llmrec.serving.users import PROFILE_TEXT_EXCLUDE
 
 DIM = 32
 L2 = 1e-4
 LEARNING_RATE = 2e-3
 BATCH = 2048
 MAX_EPOCHS = 20
+
+
+def catalog_profiles(catalog: Catalog) -> dict[str, dict[str, Any]]:
+    """Each user's profile as serving reads it (identifiers such as zip codes left out)."""
+    return {u: {k: v for k, v in json.loads(a).items() if k not in PROFILE_TEXT_EXCLUDE} for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
+
+
+def catalog_categories(catalog: Catalog) -> dict[str, list[str]]:
+    """Each item's category values, as serving reads them."""
+    return {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
 
 
 def _profile_vocabulary(profiles: Mapping[str, Mapping[str, Any]], users: Sequence[str]) -> Vocabulary:

@@ -10,7 +10,6 @@ this command on a catalog's own interactions (each held-out user's last interact
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -25,10 +24,10 @@ import pandas as pd
 from llmrec.config import PipelineConfig
 from llmrec.data.catalog import Catalog
 from llmrec.serving.blend import SIGNALS, TrainedBlend, Weights, blend_table, mmr
-from llmrec.serving.context import ContextModel, category_values
+from llmrec.serving.context import ContextModel
 from llmrec.serving.recommender import Recommender
 from llmrec.serving.schemas import RecommendRequest
-from llmrec.training.context import fit_context_model
+from llmrec.training.context import catalog_categories, catalog_profiles, fit_context_model
 
 STEPS = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 MMR_LAMBDAS = (1.0, 0.95, 0.9, 0.85)
@@ -206,8 +205,7 @@ def train_contexts(kept: pd.DataFrame, catalog: Catalog, attribute: str, positiv
     """Per scene, a context model on the scene's rated interactions (a like: rating ≥ `positive_rating`),
     each in the context of its user's profile `attribute` (e.g. age group), 10% held out to stop on.
     Scenes with fewer than `min_rows` rated interactions, or only one kind of label, get none."""
-    profiles = {u: json.loads(a) for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
-    categories = {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
+    profiles, categories = catalog_profiles(catalog), catalog_categories(catalog)
     rows = kept.dropna(subset=["rating"]).merge(catalog.items[["item_id", "scene"]], on="item_id")
     rows = rows.assign(label=(rows["rating"] >= positive_rating).astype(np.int8), context=rows["user_id"].map(lambda u: _context_of(profiles.get(u, {}), attribute)))
     models = {}
@@ -244,7 +242,7 @@ def train_ranker(
     training request in its user's context."""
     kept, targets = holdout(catalog.interactions, users)
     scene_of = dict(zip(catalog.items["item_id"], catalog.items["scene"]))
-    profiles = {u: {key: v for key, v in json.loads(a).items() if key != "zip_code"} for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
+    profiles = catalog_profiles(catalog)
     requests, wanted, owners = training_requests(kept, targets, profiles, scene_of)
     contexts = train_contexts(kept, catalog, context_attribute, config.rerank.positive_rating) if context_attribute else {}
     if context_attribute:

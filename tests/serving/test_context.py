@@ -12,7 +12,7 @@ from llmrec.evaluation import metrics
 from llmrec.serving.blend import TrainedBlend, Weights
 from llmrec.serving.context import category_values
 from llmrec.serving.schemas import RecommendRequest
-from llmrec.training.context import fit_context_model
+from llmrec.training.context import catalog_categories, catalog_profiles, fit_context_model
 from llmrec.training.ranker import train_contexts
 
 
@@ -29,8 +29,7 @@ def model(demo_catalog, rated):
 
 
 def _probabilities(model, catalog, rows):
-    profiles = {u: json.loads(a) for u, a in zip(catalog.users["user_id"], catalog.users["attributes"])}
-    genres = {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
+    profiles, genres = catalog_profiles(catalog), catalog_categories(catalog)
     out = np.zeros(len(rows))
     for n, row in enumerate(rows.itertuples(index=False)):
         out[n] = model.probabilities(row.user_id, profiles[row.user_id], [row.item_id], [genres[row.item_id]], profiles[row.user_id]["age"])[0]
@@ -82,7 +81,7 @@ def test_a_request_in_a_context_is_ranked_by_its_like_probabilities_and_says_so(
     young = demo.recommend(RecommendRequest(user_id="1", scene="movie", context="under 18", k=10)).items
     probabilities = [item.like_probability for item in young]
     assert probabilities == sorted(probabilities, reverse=True)
-    profile = {key: v for key, v in json.loads(demo_catalog.users.set_index("user_id").loc["1", "attributes"]).items() if key != "zip_code"}
+    profile = catalog_profiles(demo_catalog)["1"]
     expected = model.probabilities("1", profile, [i.item_id for i in young], [category_values(i.attributes) for i in young], "under 18")
     assert np.allclose(probabilities, expected, atol=1e-6)
     assert all("liked in under 18" in " ".join(i.reasons) for i in young)
