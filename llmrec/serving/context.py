@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +125,7 @@ class ContextModel:
             body = json.loads(_file(path, ".json").read_text())
             with np.load(_file(path, ".npz"), allow_pickle=False) as stored:
                 arrays = {name: stored[name] for name in ARRAYS}
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
             raise AssetError(f"context model {path}: {error}; train it again with `llmrec train ranker --context-attribute`") from error
         if body.get("format") != CONTEXT_FORMAT:
             raise AssetError(f"{path} has format {body.get('format')}, expected {CONTEXT_FORMAT}: train it again")

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from llmrec.errors import AssetError
 from llmrec.evaluation import metrics
 from llmrec.serving.blend import TrainedBlend, Weights
 from llmrec.serving.context import category_values
@@ -73,6 +74,14 @@ def test_context_models_survive_save_and_load_beside_the_blend(model, tmp_path):
     items = model.items.names[:50]
     genres = [["genres=Drama"]] * len(items)
     assert np.array_equal(loaded.probabilities("7", {"gender": "male"}, items, genres, "35-44"), model.probabilities("7", {"gender": "male"}, items, genres, "35-44"))
+
+
+def test_a_broken_context_model_file_is_an_asset_error_that_says_to_retrain(model, tmp_path):
+    TrainedBlend({}, {}, {"movie": model}).save(tmp_path)
+    stored = tmp_path / "context-movie.npz"
+    stored.write_bytes(stored.read_bytes()[:1000])
+    with pytest.raises(AssetError, match="train it again"):
+        TrainedBlend.load(tmp_path)
 
 
 def test_a_request_in_a_context_is_ranked_by_its_like_probabilities_and_says_so(demo, demo_catalog, model, monkeypatch):
