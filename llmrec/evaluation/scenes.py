@@ -216,12 +216,14 @@ def served(split: SceneSplit, k: int = 10) -> tuple[np.ndarray, np.ndarray, dict
             for rank, item in enumerate(answer.items):
                 probability[rows[item.item_id]] = item.like_probability
                 order[rows[item.item_id]] = len(answer.items) - rank
+    unanswered = int(probability.isna().sum())
+    if unanswered:  # a shortlist is ranked whole and deadlines are lifted: a missing row is a fault, not a score
+        raise LLMRecError(f"the served recommender left {unanswered} test rows unanswered")
     chosen = {
         "context model": model.card,
         "blend": {mode: {**w.signals, "mmr_lambda": w.mmr_lambda} for mode, w in trained.scenes.get(scene, {}).items()},
-        "unanswered test rows": int(probability.isna().sum()),
     }
-    return probability.fillna(0.0).to_numpy(), order.fillna(0.0).to_numpy(), chosen
+    return probability.to_numpy(), order.to_numpy(), chosen
 
 
 def scene_metrics(test: pd.DataFrame, scores: np.ndarray, ranking: np.ndarray | None = None) -> dict[str, float]:

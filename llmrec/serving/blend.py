@@ -12,13 +12,13 @@ probability of a like, in the context the request names, is one more signal.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -83,19 +83,24 @@ class TrainedBlend:
     contexts: dict[str, ContextModel] = field(default_factory=dict)
 
     def save(self, directory: Path) -> Path:
-        """Each file written to a temporary file and renamed, the context models first: a replica that
-        sees the new ranker.json finds the context models that go with it."""
+        """Each file written to a temporary file and renamed, the context models first (named in
+        ranker.json, so a replica that sees the new ranker.json finds those that go with it); then
+        context models of an earlier training that ranker.json no longer names are removed."""
         directory.mkdir(parents=True, exist_ok=True)
+        files = {scene: context_file(scene) for scene in self.contexts}
         for scene, model in self.contexts.items():
-            model.save(directory / f"{CONTEXT_PREFIX}{quote(scene, safe='')}")
+            model.save(directory / files[scene])
         body = {
             "format": MODEL_FORMAT,
             "scenes": {s: {m: {"weights": w.signals, "mmr_lambda": w.mmr_lambda} for m, w in modes.items()} for s, modes in self.scenes.items()},
+            "contexts": files,
             "card": self.card,
         }
         partial = directory / f".{MODEL_FILE}.{os.getpid()}.tmp"
         partial.write_text(json.dumps(body, indent=2))
         partial.replace(directory / MODEL_FILE)
+        for stale in set(directory.glob(f"{CONTEXT_PREFIX}*.npz")) - {directory / f for f in files.values()}:
+            stale.unlink(missing_ok=True)
         return directory / MODEL_FILE
 
     @classmethod
@@ -110,11 +115,13 @@ class TrainedBlend:
             scene: {mode: Weights({s: float(v) for s, v in w["weights"].items() if s in SIGNALS}, float(w["mmr_lambda"]), True) for mode, w in modes.items()}
             for scene, modes in body["scenes"].items()
         }
-        contexts = {
-            unquote(path.name[len(CONTEXT_PREFIX) : -len(".json")]): ContextModel.load(path.with_name(path.name[: -len(".json")]))
-            for path in sorted(directory.glob(f"{CONTEXT_PREFIX}*.json"))
-        }
+        contexts = {scene: ContextModel.load(directory / str(name)) for scene, name in body.get("contexts", {}).items()}
         return cls(scenes, body.get("card", {}), contexts)
+
+
+def context_file(scene: str) -> str:
+    """A scene's context model file: named by a hash, as a scene name may hold any character and length."""
+    return f"{CONTEXT_PREFIX}{hashlib.sha256(scene.encode()).hexdigest()[:16]}.npz"
 
 
 class Blend:

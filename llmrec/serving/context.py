@@ -29,6 +29,7 @@ from llmrec.errors import AssetError
 
 CONTEXT_FORMAT = 1
 MAX_PROFILE_VALUES = 100  # a profile attribute with more distinct values (a zip code) is not a feature
+VOCABULARIES = ("users", "items", "categories", "profile", "contexts")
 ARRAYS = ("user_bias", "item_bias", "context_bias", "context_item_bias", "users", "items", "categories", "context_scale", "profile_taste", "context_taste")
 
 
@@ -102,37 +103,37 @@ class ContextModel:
     def probabilities(self, user_id: str | None, profile: Mapping[str, Any], item_ids: Sequence[str], item_categories: Sequence[Sequence[str]], context: str | None) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.logits(user_id, profile, item_ids, item_categories, context)))
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """What each array's shape must be for these vocabularies (a file that disagrees is refused)."""
+        u, i, g, p, c = (len(v) for v in (self.users, self.items, self.categories, self.profile, self.contexts))
+        d = self.arrays["users"].shape[1] if self.arrays["users"].ndim == 2 else -1
+        return {
+            "user_bias": (u,), "item_bias": (i,), "context_bias": (c,), "context_item_bias": (c, i), "users": (u, d), "items": (i, d),
+            "categories": (g, d), "context_scale": (c, d), "profile_taste": (p, g), "context_taste": (c, g),
+        }  # fmt: skip
+
     def save(self, path: Path) -> Path:
-        """`path`.npz (arrays) and `path`.json (vocabularies, card), each written to a temporary file and renamed."""
+        """One .npz (arrays, and vocabularies and card as JSON), written to a temporary file and renamed:
+        a reader sees the old model or the new one, never half of each."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": CONTEXT_FORMAT, "bias": self.bias, **{name: getattr(self, name).names for name in VOCABULARIES}, "card": self.card}
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(partial, **self.arrays)
-        partial.replace(_file(path, ".npz"))
-        body = {
-            "format": CONTEXT_FORMAT,
-            "bias": self.bias,
-            **{name: getattr(self, name).names for name in ("users", "items", "categories", "profile", "contexts")},
-            "card": self.card,
-        }
-        text = path.with_name(f".{path.name}.{os.getpid()}.tmp.json")
-        text.write_text(json.dumps(body))
-        text.replace(_file(path, ".json"))
-        return _file(path, ".json")
+        np.savez(partial, meta=np.array(json.dumps(meta)), **self.arrays)
+        partial.replace(path)
+        return path
 
     @classmethod
     def load(cls, path: Path) -> ContextModel:
         try:
-            body = json.loads(_file(path, ".json").read_text())
-            with np.load(_file(path, ".npz"), allow_pickle=False) as stored:
+            with np.load(path, allow_pickle=False) as stored:
+                meta = json.loads(str(stored["meta"]))
                 arrays = {name: stored[name] for name in ARRAYS}
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+            if meta.get("format") != CONTEXT_FORMAT:
+                raise ValueError(f"format {meta.get('format')}, expected {CONTEXT_FORMAT}")
+            model = cls(**{name: Vocabulary(meta[name]) for name in VOCABULARIES}, bias=float(meta["bias"]), arrays=arrays, card=meta.get("card", {}))
+            wrong = [name for name, shape in model.shapes().items() if arrays[name].shape != shape]
+            if wrong:
+                raise ValueError(f"arrays {', '.join(wrong)} do not fit the vocabularies")
+        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
             raise AssetError(f"context model {path}: {error}; train it again with `llmrec train ranker --context-attribute`") from error
-        if body.get("format") != CONTEXT_FORMAT:
-            raise AssetError(f"{path} has format {body.get('format')}, expected {CONTEXT_FORMAT}: train it again")
-        vocabularies = {name: Vocabulary(body[name]) for name in ("users", "items", "categories", "profile", "contexts")}
-        return cls(**vocabularies, bias=float(body["bias"]), arrays=arrays, card=body.get("card", {}))
-
-
-def _file(path: Path, suffix: str) -> Path:
-    """`path` with `suffix` appended (a scene name may hold dots, so never `with_suffix`)."""
-    return path.with_name(path.name + suffix)
+        return model

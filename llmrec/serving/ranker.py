@@ -301,7 +301,7 @@ class Ranker:
         elif users.popularity.prior(c.item_id) >= 0.8:
             reasons.append(f"popular in {scene_name}")
         liking = self.blend.context_model(scene)
-        if liking is not None and liking.knows(request.context):
+        if liking is not None and liking.knows(request.context) and c.like_probability >= 0.5:
             reasons.append(f"liked in {request.context} (probability {c.like_probability:.2f})")
         return RecommendedItem(
             item_id=c.item_id,
@@ -333,13 +333,15 @@ class Ranker:
             return False
         self._blend_version = version
         if self.blend.trained is None:  # at start: a missing or bad model is a configuration error
-            self.blend.trained = TrainedBlend.load(directory)
-            return True
-        try:
-            self.blend.trained = TrainedBlend.load(directory)
-        except (AssetError, ValueError, KeyError) as error:  # serving keeps the weights it has (warned once per change)
-            log.warning("kept the current blend weights: %s", error)
-            return False
+            loaded = TrainedBlend.load(directory)
+        else:
+            try:
+                loaded = TrainedBlend.load(directory)
+            except (AssetError, ValueError, KeyError) as error:  # serving keeps the weights it has (warned once per change)
+                log.warning("kept the current blend weights: %s", error)
+                return False
+        with self.users.lock:  # a request ranks with one blend: its weights and context model read under this lock
+            self.blend.trained = loaded
         return True
 
     def check_scenes(self, scenes: Sequence[str]) -> None:

@@ -2,7 +2,8 @@
 
 Rows are (user_id, item_id, label, context): a label of 1 is a like (a rating at or above the
 positive rating), 0 an interaction the user did not like. The model is fitted with Adam on the log
-loss, L2 on the rows each batch reads, and stopped at the epoch with the best validation AUC; the
+loss, with L2 on the user and item rows each batch reads (their factors and biases, and the
+context-item biases; the few shared arrays go unpenalised), and stopped at the epoch with the best validation AUC; the
 learned arrays are exported to numpy, which is all that serving reads.
 """
 
@@ -19,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from llmrec.data.catalog import Catalog
 from llmrec.serving.context import MAX_PROFILE_VALUES, ContextModel, Vocabulary, category_values, profile_values
+from llmrec.serving.understanding import MAX_CATEGORY_VALUES
 from llmrec.serving.users import PROFILE_TEXT_EXCLUDE
 
 DIM = 32
@@ -36,6 +38,16 @@ def catalog_profiles(catalog: Catalog) -> dict[str, dict[str, Any]]:
 def catalog_categories(catalog: Catalog) -> dict[str, list[str]]:
     """Each item's category values, as serving reads them."""
     return {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
+
+
+def _category_vocabulary(item_categories: Mapping[str, Sequence[str]], items: set[str]) -> Vocabulary:
+    """The category values of the training items, for attributes with at most MAX_CATEGORY_VALUES values
+    (the rule the category pull reads categories by: free-form tags are not features)."""
+    values: dict[str, set[str]] = {}
+    for item in items:
+        for value in item_categories.get(item, []):
+            values.setdefault(value.split("=", 1)[0], set()).add(value)
+    return Vocabulary(sorted(v for group in values.values() if len(group) <= MAX_CATEGORY_VALUES for v in group))
 
 
 def _profile_vocabulary(profiles: Mapping[str, Mapping[str, Any]], users: Sequence[str]) -> Vocabulary:
@@ -62,7 +74,7 @@ def fit_context_model(
     started = time.perf_counter()
     users = Vocabulary(sorted(train["user_id"].unique()))
     items = Vocabulary(sorted(train["item_id"].unique()))
-    categories = Vocabulary(sorted({v for values in item_categories.values() for v in values}))
+    categories = _category_vocabulary(item_categories, set(train["item_id"]))
     profile = _profile_vocabulary(profiles, users.names)
     contexts = Vocabulary(sorted(train["context"].dropna().unique()))
     shell = ContextModel(users, items, categories, profile, contexts, 0.0, {})

@@ -203,18 +203,18 @@ def _by_group(examples: Sequence[Example]) -> dict[tuple[str, str], list[Example
 
 def train_contexts(kept: pd.DataFrame, catalog: Catalog, attribute: str, positive_rating: float, min_rows: int = 1000) -> dict[str, ContextModel]:
     """Per scene, a context model on the scene's rated interactions (a like: rating ≥ `positive_rating`),
-    each in the context of its user's profile `attribute` (e.g. age group), 10% held out to stop on.
-    Scenes with fewer than `min_rows` rated interactions, or only one kind of label, get none."""
+    each in the context of its user's profile `attribute` (e.g. age group), 10% of each label held out
+    to stop on. Scenes with fewer than `min_rows` rated interactions, or under 10 of either label, get none."""
     profiles, categories = catalog_profiles(catalog), catalog_categories(catalog)
     rows = kept.dropna(subset=["rating"]).merge(catalog.items[["item_id", "scene"]], on="item_id")
     rows = rows.assign(label=(rows["rating"] >= positive_rating).astype(np.int8), context=rows["user_id"].map(lambda u: _context_of(profiles.get(u, {}), attribute)))
     models = {}
     for scene, group in rows.groupby("scene"):
-        if len(group) < min_rows or group["label"].nunique() < 2:
+        if len(group) < min_rows or group["label"].value_counts().reindex([0, 1], fill_value=0).min() < 10:
             continue
-        shuffled = group.sample(frac=1.0, random_state=0)
-        cut = int(len(shuffled) * 0.9)
-        models[scene] = fit_context_model(shuffled.iloc[:cut], shuffled.iloc[cut:], profiles, categories)
+        held = group.groupby("label").sample(frac=0.1, random_state=0)  # both labels in each part: AUC needs them
+        in_scene = {i: categories.get(i, []) for i in group["item_id"].unique()}
+        models[scene] = fit_context_model(group.drop(held.index), held, profiles, in_scene)
         models[scene].card |= {"context_attribute": attribute, "contexts": models[scene].contexts.names}
     return models
 

@@ -125,12 +125,13 @@ def test_http_answers_are_the_in_process_recommenders_item_for_item(server, app_
     users = demo_catalog.interactions["user_id"].drop_duplicates().sample(6, random_state=3).tolist()
     bodies = [{"user_id": u, "k": 10} for u in users]
     bodies += [{"history": ["Toy Story (1995)", "Heat (1995)"], "k": 10}, {"profile": {"age": 25, "gender": "F"}, "scene": "movie", "k": 10}]
-    bodies += [{"user_id": users[0], "context": "25-34", "k": 10}]  # the shipped blend has no context model: the shared ranking
+    bodies += [{"user_id": users[0], "context": "25-34", "k": 10}]  # accepted over HTTP; the shipped blend has no context model
     for body in bodies:
         over_http = [i["item_id"] for i in recommend(server, **body)["items"]]
         here = [i.item_id for i in in_process.recommend(RecommendRequest(**body)).items]
         assert over_http == here, body
         assert len(here) == 10
+    assert all(i["like_probability"] is None for i in recommend(server, user_id=users[0], context="25-34", k=3)["items"])
 
 
 def test_client_request_id_is_echoed(server):

@@ -92,7 +92,7 @@ def test_cli_eval_scenes_reduced_served_in_context_beats_popularity_and_writes_t
     assert auc["random"] < 0.55 < auc["popularity"] < auc["shared"]
     assert auc["popularity"] + 0.03 < auc["llmrec"]
     served = saved["details"]["llmrec"]["params"]
-    assert served["unanswered test rows"] == 0 and served["context model"]["validation_auc"] > 0.7
+    assert served["context model"]["validation_auc"] > 0.7  # and every test row was answered (else the run raises)
     for scene in ("under-25", "25-34", "35+"):
         assert 0 < saved["results"]["llmrec"][f"ndcg@10 ({scene})"] <= 1
     assert (tmp_path / "ml1m-scenes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

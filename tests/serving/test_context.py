@@ -10,7 +10,7 @@ import pytest
 
 from llmrec.errors import AssetError
 from llmrec.evaluation import metrics
-from llmrec.serving.blend import TrainedBlend, Weights
+from llmrec.serving.blend import TrainedBlend, Weights, context_file
 from llmrec.serving.context import category_values
 from llmrec.serving.schemas import RecommendRequest
 from llmrec.training.context import catalog_categories, catalog_profiles, fit_context_model
@@ -29,11 +29,12 @@ def model(demo_catalog, rated):
     return train_contexts(rated[0], demo_catalog, "age", positive_rating=4.0)["movie"]
 
 
-def _probabilities(model, catalog, rows):
+def _probabilities(model, catalog, rows, with_context=True):
     profiles, genres = catalog_profiles(catalog), catalog_categories(catalog)
     out = np.zeros(len(rows))
     for n, row in enumerate(rows.itertuples(index=False)):
-        out[n] = model.probabilities(row.user_id, profiles[row.user_id], [row.item_id], [genres[row.item_id]], profiles[row.user_id]["age"])[0]
+        context = profiles[row.user_id]["age"] if with_context else None
+        out[n] = model.probabilities(row.user_id, profiles[row.user_id], [row.item_id], [genres[row.item_id]], context)[0]
     return out
 
 
@@ -78,10 +79,18 @@ def test_context_models_survive_save_and_load_beside_the_blend(model, tmp_path):
 
 def test_a_broken_context_model_file_is_an_asset_error_that_says_to_retrain(model, tmp_path):
     TrainedBlend({}, {}, {"movie": model}).save(tmp_path)
-    stored = tmp_path / "context-movie.npz"
+    stored = tmp_path / context_file("movie")
     stored.write_bytes(stored.read_bytes()[:1000])
     with pytest.raises(AssetError, match="train it again"):
         TrainedBlend.load(tmp_path)
+
+
+def test_retraining_without_a_context_model_serves_none_and_leaves_no_stale_file(model, tmp_path):
+    TrainedBlend({}, {}, {"movie": model, "a scene/with odd ../ characters": model}).save(tmp_path)
+    assert set(TrainedBlend.load(tmp_path).contexts) == {"movie", "a scene/with odd ../ characters"}
+    TrainedBlend({"movie": {"history": Weights({"semantic": 1.0}, 1.0, True)}}).save(tmp_path)
+    assert TrainedBlend.load(tmp_path).contexts == {}
+    assert not list(tmp_path.glob("context-*"))
 
 
 def test_a_request_in_a_context_is_ranked_by_its_like_probabilities_and_says_so(demo, demo_catalog, model, monkeypatch):
@@ -93,7 +102,7 @@ def test_a_request_in_a_context_is_ranked_by_its_like_probabilities_and_says_so(
     profile = catalog_profiles(demo_catalog)["1"]
     expected = model.probabilities("1", profile, [i.item_id for i in young], [category_values(i.attributes) for i in young], "under 18")
     assert np.allclose(probabilities, expected, atol=1e-6)
-    assert all("liked in under 18" in " ".join(i.reasons) for i in young)
+    assert all(("liked in under 18" in " ".join(i.reasons)) == (i.like_probability >= 0.5) for i in young)
     old = demo.recommend(RecommendRequest(user_id="1", scene="movie", context="56+", k=10)).items
     assert [i.item_id for i in old] != [i.item_id for i in young]
     plain = demo.recommend(RecommendRequest(user_id="1", scene="movie", k=10)).items
@@ -105,8 +114,10 @@ def test_a_scene_without_a_context_model_answers_without_like_probabilities(demo
     assert answer.items and all(item.like_probability is None for item in answer.items)
 
 
-def test_training_stops_at_the_epoch_with_the_best_validation_auc(demo_catalog, rated):
+def test_the_served_numpy_model_scores_held_out_rows_as_training_measured_them(demo_catalog, rated):
+    """Training judges each epoch in torch; serving reads the exported arrays in numpy: the same AUC."""
     train, held = (f.assign(label=(f["rating"] >= 4.0).astype(np.int8), context=None) for f in (rated[0].iloc[:50_000], rated[1]))
-    fitted = fit_context_model(train, held, {}, {})
-    history = fitted.card["validation_auc_by_epoch"]
-    assert fitted.card["validation_auc"] == max(history) and history[fitted.card["epochs"] - 1] == max(history)
+    fitted = fit_context_model(train, held, catalog_profiles(demo_catalog), catalog_categories(demo_catalog))
+    served = _probabilities(fitted, demo_catalog, held, with_context=False)
+    assert metrics.auc(held["label"].to_numpy(), served) == pytest.approx(fitted.card["validation_auc"], abs=1e-4)
+    assert fitted.card["validation_auc_by_epoch"][fitted.card["epochs"] - 1] == fitted.card["validation_auc"]
