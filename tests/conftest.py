@@ -209,7 +209,9 @@ def local_ray(llmrec_home: Path):
 
     use_serve_env()  # the Serve apps in the tests run as `llmrec serve` runs them
     if not ray.is_initialized():
-        ray.init(num_cpus=4, namespace="serve", include_dashboard=False, log_to_driver=False)
+        # address="local": a new instance of its own, never a cluster another run left behind (a killed
+        # `llmrec bench faults` leaves /tmp/ray/ray_current_cluster, and every later test would fail to join it)
+        ray.init(address="local", num_cpus=4, namespace="serve", include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
