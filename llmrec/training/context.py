@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,23 +40,14 @@ def catalog_categories(catalog: Catalog) -> dict[str, list[str]]:
     return {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
 
 
-def _category_vocabulary(item_categories: Mapping[str, Sequence[str]], items: set[str]) -> Vocabulary:
-    """The category values of the training items, for attributes with at most MAX_CATEGORY_VALUES values
-    (the rule the category pull reads categories by: free-form tags are not features)."""
+def _capped_vocabulary(features: Iterable[Sequence[str]], cap: int) -> Vocabulary:
+    """The "key=value" features seen, for keys with at most `cap` distinct values: a zip code or
+    free-form tags are identifiers, not features (the rule the category pull reads categories by)."""
     values: dict[str, set[str]] = {}
-    for item in items:
-        for value in item_categories.get(item, []):
+    for found in features:
+        for value in found:
             values.setdefault(value.split("=", 1)[0], set()).add(value)
-    return Vocabulary(sorted(v for group in values.values() if len(group) <= MAX_CATEGORY_VALUES for v in group))
-
-
-def _profile_vocabulary(profiles: Mapping[str, Mapping[str, Any]], users: Sequence[str]) -> Vocabulary:
-    """The profile values of the training users, for attributes with at most MAX_PROFILE_VALUES values."""
-    values: dict[str, set[str]] = {}
-    for user in users:
-        for value in profile_values(profiles.get(user, {})):
-            values.setdefault(value.split("=", 1)[0], set()).add(value)
-    return Vocabulary(sorted(v for group in values.values() if len(group) <= MAX_PROFILE_VALUES for v in group))
+    return Vocabulary(sorted(v for group in values.values() if len(group) <= cap for v in group))
 
 
 def fit_context_model(
@@ -74,8 +65,8 @@ def fit_context_model(
     started = time.perf_counter()
     users = Vocabulary(sorted(train["user_id"].unique()))
     items = Vocabulary(sorted(train["item_id"].unique()))
-    categories = _category_vocabulary(item_categories, set(train["item_id"]))
-    profile = _profile_vocabulary(profiles, users.names)
+    categories = _capped_vocabulary((item_categories.get(i, []) for i in set(train["item_id"])), MAX_CATEGORY_VALUES)
+    profile = _capped_vocabulary((profile_values(profiles.get(u, {})) for u in users.names), MAX_PROFILE_VALUES)
     contexts = Vocabulary(sorted(train["context"].dropna().unique()))
     shell = ContextModel(users, items, categories, profile, contexts, 0.0, {})
     every_item = sorted(set(train["item_id"]) | set(valid["item_id"]))
