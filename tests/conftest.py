@@ -87,6 +87,17 @@ def llmrec_home() -> Path:
 
 
 @pytest.fixture(scope="session")
+def movielens_1m(llmrec_home):
+    """MovieLens 1M, prepared once into the test home."""
+    from llmrec.data.catalog import catalog_dir, load_catalog
+    from llmrec.data.datasets import prepare
+
+    if not (catalog_dir("movielens-1m") / "manifest.json").is_file():
+        prepare("movielens-1m")
+    return load_catalog("movielens-1m")
+
+
+@pytest.fixture(scope="session")
 def demo_catalog(llmrec_home: Path):
     """The demo catalog prepared afresh each session (seconds), so a test home kept between runs
     never serves data older than the code's (the shipped profiles change); indexes are keyed by

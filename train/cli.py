@@ -69,7 +69,9 @@ def cmd_train_ranker(args: argparse.Namespace, config) -> None:
 
     catalog = load_catalog(config.catalog)
     output = Path(args.output) if args.output else llmrec_home() / "models" / f"ranker-{catalog.name}"
-    out = train_ranker(config, catalog, output, users=args.users, k=args.k, modes=args.modes.split(","), context_attribute=args.context_attribute)
+    out = train_ranker(
+        config, catalog, output, users=args.users, k=args.k, modes=args.modes.split(","), context_attribute=args.context_attribute, newcomers=args.newcomers
+    )
     default, trained = f"ndcg@{args.k} default", f"ndcg@{args.k} trained"
     lines = [f"trained the blend of {catalog.name} on {out['examples']} requests of held-out users", f"| scene | mode | requests | {default} | {trained} |", "|---|---|---|---|---|"]
     for scene, modes in out["check"].items():
@@ -78,6 +80,8 @@ def cmd_train_ranker(args: argparse.Namespace, config) -> None:
     for scene, card in out["context_models"].items():
         contexts = ", ".join(card["contexts"])
         lines.append(f"context model of {scene}: contexts {contexts}; validation AUC {card['validation_auc']:.4f} after {card['epochs']} epochs on {card['rows']} rated rows")
+    for scene, card in out["newcomer_models"].items():
+        lines.append(f"newcomer model of {scene}: held-out NDCG@20 {card['held_out_ndcg@20']:.4f} after {card['epochs']} epochs on {card['users']} users")
     if out["kept_defaults"]:
         lines.append("served with the configured defaults (not asked for, or the trained weights lost on the checked half): " + ", ".join(out["kept_defaults"]))
     lines += [f"(half of the held-out users fit, the other half checked; the saved model is fitted on all) → {out['output']}", f"serve it: --set rerank.model={out['output']}"]
@@ -172,6 +176,9 @@ def add_commands(
     p.add_argument("--output", help="model directory to write (default LLMREC_HOME/models/ranker-CATALOG)")
     p.add_argument(
         "--context-attribute", help="also train each scene's context model, the contexts being this user profile attribute's values (e.g. age); requests name one in `context`"
+    )
+    p.add_argument(
+        "--newcomers", action="store_true", help="also train each scene's newcomer model (what users chose after their profile and first interactions), one more signal"
     )
     p.set_defaults(func=lambda a: cmd_train_ranker(a, config_of(a)))
 

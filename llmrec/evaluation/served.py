@@ -3,7 +3,8 @@
 A `Recommender` (the in-process form of the Serve app: the same Pipeline, Ranker, signals and
 blend) is started on the protocol's training interactions; the blend is fitted on the protocol's
 validation users by `llmrec train ranker`'s own fit (llmrec/training/ranker.py) and swapped into
-the running Ranker; every test user is then one `RecommendRequest`: the user by id when the
+the running Ranker, with the newcomer model `llmrec train ranker --newcomers` would train, trained
+on the same training interactions; every test user is then one `RecommendRequest`: the user by id when the
 training data knows them, else their revealed history (the profile comes from the catalog's user
 table); a protocol's candidate set is the request's shortlist (`filters.item_ids`). Deadlines are
 lifted so that a busy machine cannot degrade an answer; everything else is the default profile's.
@@ -22,8 +23,10 @@ from llmrec.data.catalog import Catalog
 from llmrec.evaluation.baselines import Model
 from llmrec.evaluation.tasks import Metric, Queries, TrainData
 from llmrec.serving.blend import TrainedBlend
+from llmrec.serving.newcomers import NewcomerModel
 from llmrec.serving.recommender import Recommender
 from llmrec.serving.schemas import RecommendRequest
+from llmrec.training.newcomers import train_newcomers
 from llmrec.training.ranker import collect, fit_blend
 
 NO_DEADLINE_MS = 600_000
@@ -55,6 +58,7 @@ class Served(Model):
         self.encoder = encoder
         self.cross_encoder = cross_encoder
         self.trained: TrainedBlend | None = None
+        self.newcomers: dict[str, NewcomerModel] = {}
         self.recommender: Recommender | None = None
         self.known_users: set[str] = set()
         self.ids = np.asarray(catalog.items["item_id"].to_numpy(), dtype=object)  # the protocol's columns (catalog_items' order)
@@ -72,7 +76,9 @@ class Served(Model):
         run = Path(self._state.name) / f"run-{len(list(Path(self._state.name).iterdir()))}"
         catalog.save(run / "catalog")
         recommender = Recommender(served_config(run / "catalog", run, k, self.encoder, self.cross_encoder), catalog)
-        recommender.ranker.blend.trained = self.trained
+        self.newcomers = train_newcomers(data.frame, catalog)
+        recommender.ranker.blend.trained = self.trained or TrainedBlend({})
+        recommender.ranker.blend.trained.newcomers = self.newcomers
         self.known_users = set(data.frame["user_id"])
         return recommender
 
@@ -84,6 +90,7 @@ class Served(Model):
             targets = [{self.ids[j] for j in relevant} for relevant in queries.relevant]
             examples += collect(self.recommender, self.requests(queries, k), targets)
         self.trained = fit_blend(examples, k, {"tuned_on": [q.name for q in valid]})
+        self.trained.newcomers = self.newcomers
         self.recommender.ranker.blend.trained = self.trained
         self.params = {"k": k}
         fitted = [m for modes in self.trained.card["fitted"].values() for m in modes.values()]

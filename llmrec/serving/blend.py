@@ -6,8 +6,10 @@ scene and per kind of request (`mode`): weights learned from the scene's own int
 (`rerank.model`), else the configured defaults (similarity, EASE and popularity). A trained
 cross-encoder, when configured, then reorders the head of that ranking (`cross_encoder.rescore_head`).
 MMR finally trades a little score for variety, using the item vectors the retriever already holds.
-A scene's trained artifact may also hold a context model (llmrec/serving/context.py): its
-probability of a like, in the context the request names, is one more signal.
+A scene's trained artifact may also hold a context model (llmrec/serving/context.py), whose
+probability of a like in the context the request names is one more signal, and a newcomer model
+(llmrec/serving/newcomers.py), whose logit for what users who started like this one chose next is
+another.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from llmrec.config import RerankConfig
 from llmrec.errors import AssetError
 from llmrec.serving.context import ContextModel
 from llmrec.serving.cross_encoder import _minmax, rescore_head
+from llmrec.serving.newcomers import NewcomerModel
 
 CrossScores = Callable[[Sequence[str]], np.ndarray]  # item ids → cross-encoder scores for this request
-SIGNALS = ("semantic", "lexical", "collaborative", "engaged", "bridge", "popularity", "demographic", "like_probability")
+SIGNALS = ("semantic", "lexical", "collaborative", "engaged", "bridge", "popularity", "demographic", "like_probability", "newcomer")
 MODES = ("query", "history", "few", "profile")
 FEW_HISTORY = 5  # a user with at most this many liked items in the scene is ranked as "few"
 MODEL_FILE = "ranker.json"
 MODEL_FORMAT = 1
-CONTEXT_PREFIX = "context-"
+MODEL_PREFIXES = {"contexts": "context-", "newcomers": "newcomer-"}  # a scene's model files, by the kind of model
 
 
 def request_mode(has_query: bool, scene_history: int) -> str:
@@ -58,6 +61,7 @@ class Candidate:
     popularity: float = 0.0
     demographic: float = 0.0
     like_probability: float = 0.0  # the scene's context model, in the request's context (llmrec/serving/context.py)
+    newcomer: float = 0.0  # the scene's newcomer model, from the profile and the latest interactions (llmrec/serving/newcomers.py)
     score: float = 0.0
 
     def signals(self) -> list[float]:
@@ -76,31 +80,35 @@ class Weights:
 @dataclass
 class TrainedBlend:
     """The artifact of `llmrec train ranker`: per scene and mode, learned weights and their validation
-    scores; and per scene, when trained, the context model (`context-SCENE.json` and `.npz` beside it)."""
+    scores; and per scene, when trained, its context model and newcomer model (`.npz` files beside it)."""
 
     scenes: dict[str, dict[str, Weights]]
     card: dict[str, Any] = field(default_factory=dict)
     contexts: dict[str, ContextModel] = field(default_factory=dict)
+    newcomers: dict[str, NewcomerModel] = field(default_factory=dict)
 
     def save(self, directory: Path) -> Path:
-        """Each file written to a temporary file and renamed, the context models first (named in
+        """Each file written to a temporary file and renamed, the scenes' models first (named in
         ranker.json, so a replica that sees the new ranker.json finds those that go with it); then
-        context models of an earlier training that ranker.json no longer names are removed."""
+        model files of an earlier training that ranker.json no longer names are removed."""
         directory.mkdir(parents=True, exist_ok=True)
-        files = {scene: context_file(scene) for scene in self.contexts}
-        for scene, model in self.contexts.items():
-            model.save(directory / files[scene])
+        files = {kind: {scene: model_file(kind, scene) for scene in getattr(self, kind)} for kind in MODEL_PREFIXES}
+        for kind, by_scene in files.items():
+            for scene, name in by_scene.items():
+                getattr(self, kind)[scene].save(directory / name)
         body = {
             "format": MODEL_FORMAT,
             "scenes": {s: {m: {"weights": w.signals, "mmr_lambda": w.mmr_lambda} for m, w in modes.items()} for s, modes in self.scenes.items()},
-            "contexts": files,
+            **files,
             "card": self.card,
         }
         partial = directory / f".{MODEL_FILE}.{os.getpid()}.tmp"
         partial.write_text(json.dumps(body, indent=2))
         partial.replace(directory / MODEL_FILE)
-        for stale in set(directory.glob(f"{CONTEXT_PREFIX}*.npz")) - {directory / f for f in files.values()}:
-            stale.unlink(missing_ok=True)
+        named = {directory / name for by_scene in files.values() for name in by_scene.values()}
+        for prefix in MODEL_PREFIXES.values():
+            for stale in set(directory.glob(f"{prefix}*.npz")) - named:
+                stale.unlink(missing_ok=True)
         return directory / MODEL_FILE
 
     @classmethod
@@ -116,12 +124,13 @@ class TrainedBlend:
             for scene, modes in body["scenes"].items()
         }
         contexts = {scene: ContextModel.load(directory / str(name)) for scene, name in body.get("contexts", {}).items()}
-        return cls(scenes, body.get("card", {}), contexts)
+        newcomers = {scene: NewcomerModel.load(directory / str(name)) for scene, name in body.get("newcomers", {}).items()}
+        return cls(scenes, body.get("card", {}), contexts, newcomers)
 
 
-def context_file(scene: str) -> str:
-    """A scene's context model file: named by a hash, as a scene name may hold any character and length."""
-    return f"{CONTEXT_PREFIX}{hashlib.sha256(scene.encode()).hexdigest()[:16]}.npz"
+def model_file(kind: str, scene: str) -> str:
+    """A scene's model file of a kind (`MODEL_PREFIXES`): named by a hash, as a scene name may hold any character and length."""
+    return f"{MODEL_PREFIXES[kind]}{hashlib.sha256(scene.encode()).hexdigest()[:16]}.npz"
 
 
 class Blend:
@@ -137,6 +146,9 @@ class Blend:
 
     def context_model(self, scene: str) -> ContextModel | None:
         return self.trained.contexts.get(scene) if self.trained is not None else None
+
+    def newcomer_model(self, scene: str) -> NewcomerModel | None:
+        return self.trained.newcomers.get(scene) if self.trained is not None else None
 
     def defaults(self, has_text: bool, has_history: bool) -> Weights:
         """The configured weights, each counting only when the request has its signal."""

@@ -15,9 +15,6 @@ known context by the shared parts alone. Trained by `llmrec/training/context.py`
 
 from __future__ import annotations
 
-import json
-import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.errors import AssetError
+from llmrec.serving.arrays import READ_ERRORS, load_arrays, save_arrays
 
 CONTEXT_FORMAT = 1
 MAX_PROFILE_VALUES = 100  # a profile attribute with more distinct values (a zip code) is not a feature
@@ -113,27 +111,17 @@ class ContextModel:
         }  # fmt: skip
 
     def save(self, path: Path) -> Path:
-        """One .npz (arrays, and vocabularies and card as JSON), written to a temporary file and renamed:
-        a reader sees the old model or the new one, never half of each."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": CONTEXT_FORMAT, "bias": self.bias, **{name: getattr(self, name).names for name in VOCABULARIES}, "card": self.card}
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(partial, meta=np.array(json.dumps(meta)), **self.arrays)
-        partial.replace(path)
-        return path
+        return save_arrays(path, meta, self.arrays)
 
     @classmethod
     def load(cls, path: Path) -> ContextModel:
         try:
-            with np.load(path, allow_pickle=False) as stored:
-                meta = json.loads(str(stored["meta"]))
-                arrays = {name: stored[name] for name in ARRAYS}
-            if meta.get("format") != CONTEXT_FORMAT:
-                raise ValueError(f"format {meta.get('format')}, expected {CONTEXT_FORMAT}")
+            meta, arrays = load_arrays(path, ARRAYS, CONTEXT_FORMAT)
             model = cls(**{name: Vocabulary(meta[name]) for name in VOCABULARIES}, bias=float(meta["bias"]), arrays=arrays, card=meta.get("card", {}))
             wrong = [name for name, shape in model.shapes().items() if arrays[name].shape != shape]
             if wrong:
                 raise ValueError(f"arrays {', '.join(wrong)} do not fit the vocabularies")
-        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+        except READ_ERRORS as error:
             raise AssetError(f"context model {path}: {error}; train it again with `llmrec train ranker --context-attribute`") from error
         return model

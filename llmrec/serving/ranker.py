@@ -254,6 +254,8 @@ class Ranker:
                 if liking is not None
                 else zeros
             )
+            newcomers = self.blend.newcomer_model(scene)
+            newcomer = newcomers.logits(context.profile, users.scene_history(scene, context, engaged=True), ids) if newcomers is not None else zeros
             pool = [
                 Candidate(
                     item_id,
@@ -265,6 +267,7 @@ class Ranker:
                     float(popularity[n]),
                     float(demographic[n]),
                     float(like[n]),
+                    float(newcomer[n]),
                 )
                 for n, item_id in enumerate(ids)
             ]

@@ -40,7 +40,7 @@ def catalog_categories(catalog: Catalog) -> dict[str, list[str]]:
     return {i: category_values(json.loads(a)) for i, a in zip(catalog.items["item_id"], catalog.items["attributes"])}
 
 
-def _capped_vocabulary(features: Iterable[Sequence[str]], cap: int) -> Vocabulary:
+def capped_vocabulary(features: Iterable[Sequence[str]], cap: int) -> Vocabulary:
     """The "key=value" features seen, for keys with at most `cap` distinct values: a zip code or
     free-form tags are identifiers, not features (the rule the category pull reads categories by)."""
     values: dict[str, set[str]] = {}
@@ -65,8 +65,8 @@ def fit_context_model(
     started = time.perf_counter()
     users = Vocabulary(sorted(train["user_id"].unique()))
     items = Vocabulary(sorted(train["item_id"].unique()))
-    categories = _capped_vocabulary((item_categories.get(i, []) for i in set(train["item_id"])), MAX_CATEGORY_VALUES)
-    profile = _capped_vocabulary((profile_values(profiles.get(u, {})) for u in users.names), MAX_PROFILE_VALUES)
+    categories = capped_vocabulary((item_categories.get(i, []) for i in set(train["item_id"])), MAX_CATEGORY_VALUES)
+    profile = capped_vocabulary((profile_values(profiles.get(u, {})) for u in users.names), MAX_PROFILE_VALUES)
     contexts = Vocabulary(sorted(train["context"].dropna().unique()))
     shell = ContextModel(users, items, categories, profile, contexts, 0.0, {})
     every_item = sorted(set(train["item_id"]) | set(valid["item_id"]))

@@ -28,6 +28,7 @@ from llmrec.serving.context import ContextModel
 from llmrec.serving.recommender import Recommender
 from llmrec.serving.schemas import RecommendRequest
 from llmrec.training.context import catalog_categories, catalog_profiles, fit_context_model
+from llmrec.training.newcomers import train_newcomers
 
 STEPS = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 MMR_LAMBDAS = (1.0, 0.95, 0.9, 0.85)
@@ -232,6 +233,7 @@ def train_ranker(
     k: int = 10,
     modes: Sequence[str] = ("history", "few", "profile"),
     context_attribute: str | None = None,
+    newcomers: bool = False,
 ) -> dict[str, Any]:
     """Hold out `users` users' last interactions and serve the rest; fit the blend on half of the
     held-out users and compare NDCG@k of the default and the trained weights on the other half; then
@@ -239,12 +241,14 @@ def train_ranker(
     modes where the trained weights lost that comparison and those not in `modes`: they keep the
     configured defaults. With `context_attribute`, each scene's context model is trained first (the
     contexts: that profile attribute's values) and is one of the signals the blend is fitted on, each
-    training request in its user's context."""
+    training request in its user's context. With `newcomers`, each scene's newcomer model is trained
+    first too, and is one more signal."""
     kept, targets = holdout(catalog.interactions, users)
     scene_of = dict(zip(catalog.items["item_id"], catalog.items["scene"]))
     profiles = catalog_profiles(catalog)
     requests, wanted, owners = training_requests(kept, targets, profiles, scene_of)
     contexts = train_contexts(kept, catalog, context_attribute, config.rerank.positive_rating) if context_attribute else {}
+    newcomer_models = train_newcomers(kept, catalog) if newcomers else {}
     if context_attribute:
         requests = [r.model_copy(update={"context": _context_of(profiles.get(owner, {}), context_attribute)}) for r, owner in zip(requests, owners)]
     served = Catalog(catalog.name, catalog.scenes, catalog.items, catalog.users, kept, catalog.kg)
@@ -254,7 +258,7 @@ def train_ranker(
         local.rerank.model = None
         local.intent.backend = "none"  # the training requests carry no free text
         recommender = Recommender(local, served)
-        recommender.ranker.blend.trained = TrainedBlend({}, {}, contexts)
+        recommender.ranker.blend.trained = TrainedBlend({}, {}, contexts, newcomer_models)
         examples = collect(recommender, requests, wanted)
     checked = set(sorted(set(owners))[1::2])
     probe = fit_blend([e for e in examples if owners[e.request] not in checked], k)
@@ -282,9 +286,10 @@ def train_ranker(
         "held_out_check": report,
         "kept_defaults": kept_defaults,
         "context_models": {scene: m.card for scene, m in contexts.items()},
+        "newcomer_models": {scene: m.card for scene, m in newcomer_models.items()},
     }
     model = fit_blend(examples, k, card)
-    model.contexts = contexts
+    model.contexts, model.newcomers = contexts, newcomer_models
     for name in kept_defaults:  # weights not asked for, or that lost to the defaults on the users they were not fitted on, are not served
         scene, mode = name.split("/")
         model.scenes.get(scene, {}).pop(mode, None)
@@ -296,4 +301,5 @@ def train_ranker(
         "fitted": model.card["fitted"],
         "kept_defaults": kept_defaults,
         "context_models": card["context_models"],
+        "newcomer_models": card["newcomer_models"],
     }

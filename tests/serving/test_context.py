@@ -10,7 +10,7 @@ import pytest
 
 from llmrec.errors import AssetError
 from llmrec.evaluation import metrics
-from llmrec.serving.blend import TrainedBlend, Weights, context_file
+from llmrec.serving.blend import TrainedBlend, Weights, model_file
 from llmrec.serving.context import category_values
 from llmrec.serving.schemas import RecommendRequest
 from llmrec.training.context import catalog_categories, catalog_profiles, fit_context_model
@@ -79,7 +79,7 @@ def test_context_models_survive_save_and_load_beside_the_blend(model, tmp_path):
 
 def test_a_broken_context_model_file_is_an_asset_error_that_says_to_retrain(model, tmp_path):
     TrainedBlend({}, {}, {"movie": model}).save(tmp_path)
-    stored = tmp_path / context_file("movie")
+    stored = tmp_path / model_file("contexts", "movie")
     stored.write_bytes(stored.read_bytes()[:1000])
     with pytest.raises(AssetError, match="train it again"):
         TrainedBlend.load(tmp_path)

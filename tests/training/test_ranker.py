@@ -69,9 +69,11 @@ def test_fitted_weights_never_lose_to_the_best_single_signal_and_serve_in_the_fi
 
 def test_train_ranker_serves_trained_weights_only_where_they_beat_the_defaults_on_unseen_users(demo_catalog, encoder, tmp_path):
     config = load_config("local")
-    out = train_ranker(config, demo_catalog, tmp_path / "ranker", users=60, k=10, context_attribute="age")
+    out = train_ranker(config, demo_catalog, tmp_path / "ranker", users=60, k=10, context_attribute="age", newcomers=True)
     model = TrainedBlend.load(tmp_path / "ranker")
     assert set(model.contexts) == {"movie"} == set(out["context_models"])  # music and grocery have no ratings to learn from
+    assert "movie" in model.newcomers and set(model.newcomers) == set(out["newcomer_models"]) == set(model.card["newcomer_models"])
+    assert model.card["newcomer_models"]["movie"]["held_out_ndcg@20"] > 0.1
     assert "25-34" in model.contexts["movie"].contexts.names and model.card["context_models"]["movie"]["validation_auc"] > 0.7
     assert model.card["catalog"] == demo_catalog.name and model.card["held_out_users"] == 60
     check = out["check"]["movie"]

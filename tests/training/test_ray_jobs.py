@@ -10,16 +10,6 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="session")
-def movielens_1m(llmrec_home):
-    from llmrec.data.catalog import catalog_dir, load_catalog
-    from llmrec.data.datasets import prepare
-
-    if not (catalog_dir("movielens-1m") / "manifest.json").is_file():
-        prepare("movielens-1m")
-    return load_catalog("movielens-1m")
-
-
 def test_ddp_on_two_cpu_workers_crashes_resumes_by_run_name_and_exports_a_model_the_serving_encoder_loads(local_ray, movielens_1m, tmp_path):
     from llmrec.config import EncoderConfig
     from llmrec.serving.encoder import Encoder
