@@ -3,10 +3,10 @@
 A `Recommender` (the in-process form of the Serve app: the same Pipeline, Ranker, signals and
 blend) is started on the protocol's training interactions; the blend is fitted on the protocol's
 validation users by `llmrec train ranker`'s own fit (llmrec/training/ranker.py) and swapped into
-the running Ranker, with the newcomer model `llmrec train ranker --newcomers` would train, trained
-on the same training interactions; every test user is then one `RecommendRequest`: the user by id when the
-training data knows them, else their revealed history (the profile comes from the catalog's user
-table); a protocol's candidate set is the request's shortlist (`filters.item_ids`). Deadlines are
+the running Ranker, together with a newcomer model trained on the same training interactions (as
+`llmrec train ranker --newcomers` trains one); every test user is then one `RecommendRequest`: the
+user by id when the training data knows them, else their revealed history (the profile comes from
+the catalog's user table); a protocol's candidate set is the request's shortlist (`filters.item_ids`). Deadlines are
 lifted so that a busy machine cannot degrade an answer; everything else is the default profile's.
 """
 
