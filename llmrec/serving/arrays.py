@@ -1,7 +1,8 @@
 """A trained model as one file: its numpy arrays and a JSON header (vocabularies, card) in one .npz.
 
 Written to a temporary file and renamed, so a reader sees the old model or the new one, never half
-of each; read back with the arrays' names checked, the header's `format` against the reader's."""
+of each; read back with the header's `format` checked against the reader's and the arrays' shapes
+against the model's vocabularies."""
 
 from __future__ import annotations
 
@@ -32,3 +33,10 @@ def load_arrays(path: Path, names: tuple[str, ...], expected_format: int) -> tup
     if meta.get("format") != expected_format:
         raise ValueError(f"format {meta.get('format')}, expected {expected_format}")
     return meta, arrays
+
+
+def check_shapes(arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> None:
+    """A ValueError naming the arrays whose shape does not fit the model's vocabularies."""
+    wrong = [name for name, shape in expected.items() if arrays[name].shape != shape]
+    if wrong:
+        raise ValueError(f"arrays {', '.join(wrong)} do not fit the vocabularies")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.errors import AssetError
-from llmrec.serving.arrays import READ_ERRORS, load_arrays, save_arrays
+from llmrec.serving.arrays import READ_ERRORS, check_shapes, load_arrays, save_arrays
 
 CONTEXT_FORMAT = 1
 MAX_PROFILE_VALUES = 100  # a profile attribute with more distinct values (a zip code) is not a feature
@@ -119,9 +119,7 @@ class ContextModel:
         try:
             meta, arrays = load_arrays(path, ARRAYS, CONTEXT_FORMAT)
             model = cls(**{name: Vocabulary(meta[name]) for name in VOCABULARIES}, bias=float(meta["bias"]), arrays=arrays, card=meta.get("card", {}))
-            wrong = [name for name, shape in model.shapes().items() if arrays[name].shape != shape]
-            if wrong:
-                raise ValueError(f"arrays {', '.join(wrong)} do not fit the vocabularies")
+            check_shapes(arrays, model.shapes())
         except READ_ERRORS as error:
             raise AssetError(f"context model {path}: {error}; train it again with `llmrec train ranker --context-attribute`") from error
         return model

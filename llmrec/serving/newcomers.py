@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from llmrec.errors import AssetError
-from llmrec.serving.arrays import READ_ERRORS, load_arrays, save_arrays
+from llmrec.serving.arrays import READ_ERRORS, check_shapes, load_arrays, save_arrays
 from llmrec.serving.context import Vocabulary, profile_values
 
 NEWCOMER_FORMAT = 1
@@ -69,9 +69,7 @@ class NewcomerModel:
         try:
             meta, arrays = load_arrays(path, ARRAYS, NEWCOMER_FORMAT)
             model = cls(Vocabulary(meta["items"]), Vocabulary(meta["profile"]), arrays, meta.get("card", {}))
-            wrong = [name for name, shape in model.shapes().items() if arrays[name].shape != shape]
-            if wrong:
-                raise ValueError(f"arrays {', '.join(wrong)} do not fit the vocabularies")
+            check_shapes(arrays, model.shapes())
         except READ_ERRORS as error:
             raise AssetError(f"newcomer model {path}: {error}; train it again with `llmrec train ranker --newcomers`") from error
         return model
