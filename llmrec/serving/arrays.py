@@ -30,6 +30,8 @@ def load_arrays(path: Path, names: tuple[str, ...], expected_format: int) -> tup
     with np.load(path, allow_pickle=False) as stored:
         meta = json.loads(str(stored["meta"]))
         arrays = {name: stored[name] for name in names}
+    if not isinstance(meta, dict):
+        raise ValueError("its header is not a JSON object")
     if meta.get("format") != expected_format:
         raise ValueError(f"format {meta.get('format')}, expected {expected_format}")
     return meta, arrays

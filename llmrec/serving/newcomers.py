@@ -11,7 +11,7 @@ predict everything they chose afterwards, through one softmax over the scene's i
 
 with P a profile value's vector (gender=F, age=25), E an item's vector as a click and Q, b its
 vector and bias as an answer. A profile value or clicked item it was not trained with adds nothing;
-an item it never saw ranks below every item it knows. Trained by `llmrec/training/newcomers.py`;
+an item it never saw scores as low as the lowest item it knows among those asked about. Trained by `llmrec/training/newcomers.py`;
 its logit is the blend's `newcomer` signal.
 """
 
@@ -29,7 +29,7 @@ from llmrec.serving.arrays import READ_ERRORS, check_shapes, load_arrays, save_a
 from llmrec.serving.context import Vocabulary, profile_values
 
 NEWCOMER_FORMAT = 1
-CLICKS = 5  # the most recent interactions the model reads: it is trained on a user's first five at most
+CLICKS = 5  # the most recent distinct known items the model reads: it is trained on a user's first five at most
 ARRAYS = ("profile", "clicks", "items", "item_bias")
 
 
@@ -46,7 +46,8 @@ class NewcomerModel:
         """The user's logit for each item; an item the model never saw gets the lowest of the others."""
         a = self.arrays
         taste = a["profile"][self.profile.rows(profile_values(profile))].sum(axis=0)
-        clicked = [r for r in self.items.rows(list(clicks)[-CLICKS:]) if r]
+        latest = list(dict.fromkeys(reversed(list(clicks))))  # each item once, the latest first, as training reads first interactions
+        clicked = [r for r in self.items.rows(latest) if r][:CLICKS]
         if clicked:
             taste = taste + a["clicks"][clicked].mean(axis=0)
         rows = self.items.rows(item_ids)

@@ -10,7 +10,7 @@ removed, every n counted), as the cold-user protocol scores it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,26 +29,40 @@ BATCH = 256
 MAX_EPOCHS = 30
 PATIENCE = 8
 HELD_OUT = 0.1
+MAX_HELD_OUT = 2000  # users the epochs are judged on: enough to choose one, bounded at any catalog size
+MAX_ITEMS = 50_000  # the most interacted items the softmax spans: memory per batch stays bounded; the rest rank lowest
 K = 20
 
 
-def fit_newcomer_model(interactions: pd.DataFrame, profiles: Mapping[str, Mapping[str, Any]], dim: int = DIM, seed: int = 0) -> NewcomerModel | None:
-    """A newcomer model from (user_id, item_id, timestamp) rows; None with under 20 users who have
-    more than CLICKS interactions (nothing to learn what comes after the first ones from)."""
+def sequences_in_time_order(interactions: pd.DataFrame) -> dict[str, list[str]]:
+    """Each user's distinct items, first interaction first (ties in time by item id, as the cold-user protocol orders them)."""
+    ordered = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable").drop_duplicates(["user_id", "item_id"])
+    return {user: group.tolist() for user, group in ordered.groupby("user_id")["item_id"]}
+
+
+def fit_newcomer_model(
+    interactions: pd.DataFrame, profiles: Mapping[str, Mapping[str, Any]], dim: int = DIM, seed: int = 0, held_out: Collection[str] | None = None
+) -> NewcomerModel | None:
+    """A newcomer model from (user_id, item_id, timestamp) rows, its epoch chosen on `held_out`
+    users (default: a tenth of them, at most MAX_HELD_OUT); None with under 20 users who have more
+    than CLICKS interactions (nothing to learn what comes after the first ones from)."""
     import torch
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable").drop_duplicates(["user_id", "item_id"])
-    items = Vocabulary(sorted(ordered["item_id"].unique()))
-    sequences = {u: items.rows(g.tolist()) for u, g in ordered.groupby("user_id")["item_id"]}
+    kept = interactions["item_id"].value_counts().index[:MAX_ITEMS]
+    items = Vocabulary(sorted(kept))
+    sequences = {u: items.rows(s) for u, s in sequences_in_time_order(interactions[interactions["item_id"].isin(kept)]).items()}
     users = sorted(u for u, s in sequences.items() if len(s) > CLICKS)
     if len(users) < 20:
         return None
     profile = capped_vocabulary((profile_values(profiles.get(u, {})) for u in users), MAX_PROFILE_VALUES)
     width = max(len(profile_values(profiles.get(u, {}))) for u in users) or 1
-    held = set(rng.choice(users, size=max(2, int(len(users) * HELD_OUT)), replace=False).tolist())
+    if held_out is None:
+        held = set(rng.choice(users, size=min(MAX_HELD_OUT, max(2, int(len(users) * HELD_OUT))), replace=False).tolist())
+    else:
+        held = set(held_out) & set(users)
     n_items = len(items)
 
     def batch(chosen: list[str], steps: list[int]) -> tuple[torch.Tensor, ...]:
@@ -83,18 +97,22 @@ def fit_newcomer_model(interactions: pd.DataFrame, profiles: Mapping[str, Mappin
     model = Model()
     optimiser = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     train_users = [u for u in users if u not in held]
-    check = [u for u in sorted(held) for _ in STEPS]
-    check_steps = [n for _ in sorted(held) for n in STEPS]
-    check_values, check_clicks, check_targets = batch(check, check_steps)
+    check = [(u, n) for u in sorted(held) for n in STEPS]
     discount = 1.0 / torch.log2(torch.arange(2, K + 2, dtype=torch.float32))
-    ideal = torch.cumsum(discount, 0)[(check_targets.sum(dim=1).clamp(max=K) - 1).long().clamp(min=0)]
 
     def held_out_ndcg() -> float:
+        """Mean NDCG@K over the held-out users at every step, the revealed items (and the unknown row) never answers."""
+        total = 0.0
         with torch.no_grad():
-            scores = model(check_values, check_clicks)
-            scores.scatter_(1, check_clicks, float("-inf"))  # the revealed items (and the padding row) are never answers
-            top = scores.topk(K, dim=1).indices
-            return float(((check_targets.gather(1, top) * discount).sum(dim=1) / ideal).mean())
+            for start in range(0, len(check), BATCH):
+                values, clicks, targets = batch(*(list(part) for part in zip(*check[start : start + BATCH])))
+                scores = model(values, clicks)
+                scores.scatter_(1, clicks, float("-inf"))
+                scores[:, 0] = float("-inf")
+                top = scores.topk(K, dim=1).indices
+                ideal = torch.cumsum(discount, 0)[targets.sum(dim=1).clamp(max=K).long() - 1]
+                total += float(((targets.gather(1, top) * discount).sum(dim=1) / ideal).sum())
+        return total / len(check)
 
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
     history = []
