@@ -255,7 +255,7 @@ class Ranker:
                 else zeros
             )
             newcomers = self.blend.newcomer_model(scene)
-            newcomer = newcomers.logits(context.profile, users.scene_history(scene, context, engaged=True), ids) if newcomers is not None else zeros
+            newcomer = newcomers.logits(context.profile, engaged_history, ids) if newcomers is not None else zeros
             pool = [
                 Candidate(
                     item_id,

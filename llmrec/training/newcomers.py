@@ -63,6 +63,8 @@ def fit_newcomer_model(
         held = set(rng.choice(users, size=min(MAX_HELD_OUT, max(2, int(len(users) * HELD_OUT))), replace=False).tolist())
     else:
         held = set(held_out) & set(users)
+        if not held:
+            raise ValueError(f"no held-out user has more than {CLICKS} interactions to choose an epoch on")
     n_items = len(items)
 
     def batch(chosen: list[str], steps: list[int]) -> tuple[torch.Tensor, ...]:

@@ -64,6 +64,8 @@ def test_the_served_numpy_model_scores_held_out_users_as_training_measured_them(
             values.append(dcg / sum(1.0 / np.log2(rank + 2) for rank in range(min(len(later), 20))))
     assert np.mean(values) == pytest.approx(fitted.card["held_out_ndcg@20"], abs=1e-4)
     assert fitted.card["held_out_ndcg@20_by_epoch"][fitted.card["epochs"] - 1] == fitted.card["held_out_ndcg@20"]
+    with pytest.raises(ValueError, match="no held-out user"):
+        fit_newcomer_model(frame, profiles, held_out=["a user it never saw"])
 
 
 def test_clicks_and_profile_change_the_answer_and_unknown_inputs_add_nothing(model):
